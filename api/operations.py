@@ -1,0 +1,91 @@
+"""Operations over HTTP: accepted now (202), applied by the workers, read back by id."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from api.context import path_identifier, services
+from api.errors import ApiError
+from api.schemas import (
+    CreditSchema,
+    DebitSchema,
+    OperationSchema,
+    TransferSchema,
+    WaitQuerySchema,
+)
+from billing import limits
+from billing.adapters import views
+from billing.domain import Operation, OperationType, Status
+from billing.ports import OperationRecord
+from billing.service import Acceptance, accept_operation, render_operation
+
+blp = Blueprint("operations", __name__, url_prefix="/v1", description="Operations")
+
+
+def submit(operation_type: OperationType, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """Record the operation and enqueue it; a retry answers its current state."""
+    request = dict(body)
+    operation = Operation(request.pop("operation_id"), operation_type, request)
+    outcome, record = accept_operation(operation, services().uow())
+    if outcome is Acceptance.conflict:
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            f"operation {operation.operation_id} was already submitted with another body",
+        )
+    if outcome is Acceptance.accepted:
+        # Recorded before it is enqueued: if the enqueue fails the client gets
+        # a 503, and the recovery sweep enqueues the recorded operation later.
+        services().task_queue.enqueue_operation(operation.operation_id)
+        return render_operation(record), 202
+    return render_operation(record), 200
+
+
+def _operation_route(path: str, operation_type: OperationType, schema: type) -> None:
+    def post(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        return submit(operation_type, body)
+
+    post.__doc__ = f"Submit a {operation_type.value}; it is applied asynchronously."
+    post.__name__ = f"submit_{operation_type.value}"
+    view = blp.arguments(schema)(post)
+    view = blp.alt_response(
+        200, schema=OperationSchema, description="A retry of an accepted operation"
+    )(view)
+    view = blp.alt_response(409, description="idempotency_conflict")(view)
+    view = blp.response(202, OperationSchema, description="Accepted, pending")(view)
+    blp.route(path, methods=["POST"])(view)
+
+
+_operation_route("/credits", OperationType.credit, CreditSchema)
+_operation_route("/debits", OperationType.debit, DebitSchema)
+_operation_route("/transfers", OperationType.transfer, TransferSchema)
+
+
+@blp.route("/operations/<operation_id>")
+class OperationView(MethodView):
+    @blp.arguments(WaitQuerySchema, location="query")
+    @blp.response(200, OperationSchema)
+    def get(self, query: dict[str, Any], operation_id: str) -> dict[str, Any]:
+        """An operation and its outcome, waiting up to `wait` seconds for it to finish."""
+        path_identifier(operation_id, "operation_id")
+        record = wait_for_operation(operation_id, float(query["wait"]))
+        return render_operation(record)
+
+
+def wait_for_operation(operation_id: str, wait_s: float) -> OperationRecord:
+    engine = services().engine
+    deadline = time.monotonic() + wait_s
+    pause_ms = limits.operation_wait_poll_min_ms
+    while True:
+        record = views.get_operation(engine, operation_id)
+        if record is None:
+            raise ApiError(404, "not_found", f"operation {operation_id} does not exist")
+        remaining_s = deadline - time.monotonic()
+        if record.operation.status is not Status.pending or remaining_s <= 0:
+            return record
+        time.sleep(min(pause_ms / 1000, remaining_s))
+        pause_ms = min(pause_ms * 2, limits.operation_wait_poll_max_ms)

@@ -1,0 +1,1 @@
+"""The billing ledger: accounts, operations and the rules that move money between them."""

@@ -1,0 +1,1 @@
+"""Adapters: the only code that talks to PostgreSQL (SQLAlchemy) and RabbitMQ (kombu)."""

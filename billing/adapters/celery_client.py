@@ -1,0 +1,43 @@
+"""The Celery application object, configured from `celeryconfig`, and the enqueue call.
+
+Both the workers (`tasks`) and the API (which only sends) build their app
+here, so the queues, exchanges and publisher confirms are the same on both
+sides of the broker.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu.exceptions import OperationalError as BrokerOperationalError
+
+from billing.ports import TransientError
+
+APPLY_OPERATION_TASK = "billing.apply_operation"
+PUBLISH_EVENTS_TASK = "billing.publish_events"
+
+
+def make_celery_app(main: str = "billing") -> Celery:
+    app = Celery(main, set_as_current=False)
+    app.config_from_object("celeryconfig")
+    return app
+
+
+class TaskQueue:
+    """Sends ledger tasks by name, so the sender needs none of the task code."""
+
+    def __init__(self, app: Celery) -> None:
+        self._app = app
+
+    def enqueue_operation(self, operation_id: str) -> None:
+        try:
+            self._app.send_task(APPLY_OPERATION_TASK, args=[operation_id], retry=True)
+        except (BrokerOperationalError, OSError) as error:
+            raise TransientError(f"broker unavailable: {error}") from error
+
+    def broker_reachable(self) -> bool:
+        try:
+            with self._app.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, timeout=2)
+            return True
+        except Exception:
+            return False

@@ -1,0 +1,81 @@
+"""Engine construction and the translation of driver errors into the core's exceptions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from billing import limits
+from billing.ports import LockBusy, TransientError
+
+LOCK_NOT_AVAILABLE = "55P03"
+QUERY_CANCELED = "57014"
+SERIALIZATION_FAILURE = "40001"
+DEADLOCK_DETECTED = "40P01"
+
+
+def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
+    """An engine whose sessions give up on a busy lock after `lock_wait_ms`.
+
+    pool_pre_ping drops connections that died with a database restart, so the
+    first statement after a restart does not fail for a stale connection.
+    """
+    options = (
+        f"-c lock_timeout={limits.lock_wait_ms}ms "
+        f"-c statement_timeout={limits.statement_timeout_ms}ms "
+        "-c idle_in_transaction_session_timeout=60000ms"
+    )
+    return create_engine(
+        database_url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=5,
+        connect_args={"options": options, "connect_timeout": 3},
+    )
+
+
+def translate_error(error: BaseException) -> Exception | None:
+    """The core's exception for a driver error, or None when it is not transient."""
+    if not isinstance(error, DBAPIError):
+        return None
+    code = getattr(error.orig, "pgcode", None)
+    if code == LOCK_NOT_AVAILABLE:
+        return LockBusy(str(error.orig))
+    if code in (QUERY_CANCELED, SERIALIZATION_FAILURE, DEADLOCK_DETECTED):
+        return TransientError(str(error.orig))
+    if isinstance(error, OperationalError) or error.connection_invalidated:
+        return TransientError(str(error.orig))
+    return None
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Raise LockBusy or TransientError in place of the driver's transient errors."""
+    try:
+        yield
+    except DBAPIError as error:
+        translated = translate_error(error)
+        if translated is None:
+            raise
+        raise translated from error
+
+
+def ensure_database(database_url: str) -> bool:
+    """Create the database named in the URL when it is missing; True when created."""
+    url = make_url(database_url)
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            exists = connection.exec_driver_sql(
+                "SELECT 1 FROM pg_database WHERE datname = %(name)s", {"name": url.database}
+            ).scalar()
+            if not exists:
+                connection.exec_driver_sql(f'CREATE DATABASE "{url.database}"')
+            return not exists
+    finally:
+        admin.dispose()

@@ -1,0 +1,96 @@
+"""The ledger's tables as SQLAlchemy Core metadata; Alembic migrations create them."""
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    MetaData,
+    Sequence,
+    String,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+ledger_seq = Sequence("ledger_seq", metadata=metadata)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("account_id", String(64), primary_key=True),
+    Column("currency", String(3), nullable=False),
+    Column("posted", BigInteger, nullable=False, server_default=text("0")),
+    Column("held", BigInteger, nullable=False, server_default=text("0")),
+    Column("overdraft_limit", BigInteger, nullable=False, server_default=text("0")),
+    Column("is_external", Boolean, nullable=False, server_default=text("false")),
+    Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("currency ~ '^[A-Z]{3}$'", name="accounts_currency_iso"),
+    CheckConstraint("held >= 0", name="accounts_held_not_negative"),
+    CheckConstraint("overdraft_limit >= 0", name="accounts_overdraft_limit_not_negative"),
+    CheckConstraint(
+        "is_external OR posted - held >= -overdraft_limit", name="accounts_available_above_floor"
+    ),
+)
+
+operations = Table(
+    "operations",
+    metadata,
+    Column("operation_id", String(64), primary_key=True),
+    Column("type", String(16), nullable=False),
+    Column("status", String(16), nullable=False, server_default=text("'pending'")),
+    Column("request", JSONB, nullable=False),
+    Column("error_code", String(32)),
+    Column("error_message", Text),
+    Column("balances", JSONB),
+    Column("ledger_seq", BigInteger, unique=True),
+    Column("accepted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("completed_at", DateTime(timezone=True)),
+    Column("resent_at", DateTime(timezone=True)),
+    CheckConstraint(
+        "type IN ('credit', 'debit', 'transfer', 'hold', 'capture', 'release')",
+        name="operations_type_known",
+    ),
+    CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="operations_status_known"),
+    CheckConstraint(
+        "(status = 'pending') = (completed_at IS NULL)", name="operations_completed_when_terminal"
+    ),
+    CheckConstraint(
+        "(status = 'failed') = (error_code IS NOT NULL)", name="operations_error_when_failed"
+    ),
+)
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("entry_id", BigInteger, Identity(always=False), primary_key=True),
+    Column("operation_id", String(64), ForeignKey("operations.operation_id"), nullable=False),
+    Column("account_id", String(64), ForeignKey("accounts.account_id"), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("bucket", String(8), nullable=False, server_default=text("'posted'")),
+    Column("amount", BigInteger, nullable=False),
+    Column("posted_after", BigInteger),
+    Column("held_after", BigInteger),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("amount <> 0", name="entries_amount_not_zero"),
+    CheckConstraint("bucket IN ('posted', 'held')", name="entries_bucket_known"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("event_id", BigInteger, Identity(always=False), primary_key=True),
+    Column("message_id", String(128), nullable=False, unique=True),
+    Column("routing_key", String(128), nullable=False),
+    Column("body", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("published_at", DateTime(timezone=True)),
+)

@@ -1,0 +1,76 @@
+"""Read-side queries for the API: accounts, their entries, operations.
+
+Reads need no lock and no unit of work; they go straight to the tables.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from billing.adapters import tables
+from billing.adapters.database import translated_errors
+from billing.adapters.ledger_db import record_from_row
+from billing.ports import OperationRecord
+
+
+def account_view(row: Any) -> dict[str, Any]:
+    return {
+        "account_id": row["account_id"],
+        "currency": row["currency"],
+        "posted": row["posted"],
+        "held": row["held"],
+        "available": row["posted"] - row["held"],
+        "overdraft_limit": row["overdraft_limit"],
+        "metadata": row["metadata"],
+        "created_at": row["created_at"].isoformat(timespec="microseconds"),
+    }
+
+
+def get_account(engine: Engine, account_id: str) -> dict[str, Any] | None:
+    accounts = tables.accounts
+    with translated_errors(), engine.connect() as connection:
+        row = connection.execute(
+            select(accounts).where(
+                accounts.c.account_id == account_id, accounts.c.is_external.is_(False)
+            )
+        ).first()
+    return account_view(row._mapping) if row else None
+
+
+def list_entries(
+    engine: Engine, account_id: str, limit: int, before_entry_id: int | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of the account's entries, newest first, and the cursor of the next page."""
+    entries = tables.entries
+    query = select(entries).where(entries.c.account_id == account_id)
+    if before_entry_id is not None:
+        query = query.where(entries.c.entry_id < before_entry_id)
+    query = query.order_by(entries.c.entry_id.desc()).limit(limit + 1)
+    with translated_errors(), engine.connect() as connection:
+        rows = connection.execute(query).all()
+    items = [
+        {
+            "entry_id": row.entry_id,
+            "operation_id": row.operation_id,
+            "type": row.type,
+            "bucket": row.bucket,
+            "amount": row.amount,
+            "posted_after": row.posted_after,
+            "held_after": row.held_after,
+            "created_at": row.created_at.isoformat(timespec="microseconds"),
+        }
+        for row in rows[:limit]
+    ]
+    next_cursor = str(rows[limit - 1].entry_id) if len(rows) > limit else None
+    return items, next_cursor
+
+
+def get_operation(engine: Engine, operation_id: str) -> OperationRecord | None:
+    operations = tables.operations
+    with translated_errors(), engine.connect() as connection:
+        row = connection.execute(
+            select(operations).where(operations.c.operation_id == operation_id)
+        ).first()
+    return record_from_row(row) if row else None

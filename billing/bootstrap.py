@@ -1,0 +1,39 @@
+"""The composition root: builds the real engine, unit of work and task queue.
+
+Nothing is built at import time; a process builds its `Services` once it
+knows it needs them (after fork, for the Celery pool's children).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from sqlalchemy import Engine
+
+from billing.adapters.celery_client import TaskQueue, make_celery_app
+from billing.adapters.database import make_engine
+from billing.adapters.ledger_db import SqlUnitOfWork
+from billing.config import Settings
+
+
+class Services:
+    def __init__(self, settings: Settings, *, pool_size: int = 5) -> None:
+        self.settings = settings
+        self._pool_size = pool_size
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.settings.database_url, pool_size=self._pool_size)
+
+    @cached_property
+    def task_queue(self) -> TaskQueue:
+        return TaskQueue(make_celery_app())
+
+    def uow(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.engine)
+
+    def dispose(self) -> None:
+        """Drop pooled connections, e.g. ones inherited across a fork."""
+        if "engine" in self.__dict__:
+            self.engine.dispose(close=False)
+            del self.__dict__["engine"]

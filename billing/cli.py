@@ -1,0 +1,189 @@
+"""The `billing` command: migrate, run the API, workers and beat, audit the ledger."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from billing.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """The billing service: a double-entry ledger applied by Celery workers."""
+
+
+@main.command()
+def migrate() -> None:
+    """Bring the database schema up to date (creating the database when missing)."""
+    from billing.adapters.database import ensure_database
+    from billing.adapters.migrate import upgrade
+
+    settings = Settings.from_env()
+    if ensure_database(settings.database_url):
+        click.echo("created the database")
+    upgrade(settings.database_url)
+    click.echo("schema is up to date")
+
+
+def api_command(host: str, port: int, workers: int, threads: int) -> list[str]:
+    return _python_module(
+        "gunicorn",
+        "api:create_app()",
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(threads),
+        "--timeout",
+        "60",
+        "--graceful-timeout",
+        "10",
+        "--access-logfile",
+        "-",
+    )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int, help="gunicorn processes")
+@click.option("--threads", default=16, show_default=True, type=int, help="threads per process")
+def api(host: str, port: int, workers: int, threads: int) -> None:
+    """Serve the HTTP API with gunicorn."""
+    _require_tokens()
+    os.execv(sys.executable, api_command(host, port, workers, threads))
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """A Celery worker; every flag is passed to `celery worker` (e.g. --concurrency 4)."""
+    os.execv(sys.executable, _python_module("celery", "-A", "tasks", "worker", *ctx.args))
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def beat(ctx: click.Context) -> None:
+    """The periodic jobs: outbox relay and recovery sweep (Celery beat)."""
+    os.execv(
+        sys.executable, _python_module("celery", "-A", "tasks", "beat", *beat_args(), *ctx.args)
+    )
+
+
+def beat_args() -> list[str]:
+    # An in-memory schedule: every job is an interval, nothing to persist.
+    return ["--scheduler", "celery.beat:Scheduler", "--loglevel", "INFO"]
+
+
+@main.command()
+def audit() -> None:
+    """Check every ledger invariant; exit 1 listing the violations."""
+    from billing.adapters.audit import run_audit
+    from billing.adapters.database import make_engine
+
+    engine = make_engine(Settings.from_env().database_url)
+    violations = run_audit(engine)
+    engine.dispose()
+    if not violations:
+        click.echo("audit passed: every invariant holds")
+        return
+    for violation in violations:
+        click.echo(f"VIOLATION: {violation.invariant}", err=True)
+        for row in violation.rows:
+            click.echo(f"  {row}", err=True)
+    sys.exit(1)
+
+
+@main.command()
+@click.option("--port", default=8000, show_default=True, type=int, help="API port")
+@click.option("--concurrency", default=2, show_default=True, type=int, help="worker processes")
+def up(port: int, concurrency: int) -> None:
+    """Migrate, then run the API, a worker and beat in the foreground; Ctrl-C stops all."""
+    ctx = click.get_current_context()
+    ctx.invoke(migrate)
+    env = dict(os.environ)
+    if not Settings.from_env().api_tokens:
+        env["BILLING_API_TOKENS"] = secrets.token_urlsafe(24)
+    token = env["BILLING_API_TOKENS"].split(",")[0].strip()
+    commands = {
+        "api": api_command("127.0.0.1", port, 2, 16),
+        "worker": _python_module(
+            "celery",
+            "-A",
+            "tasks",
+            "worker",
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            "INFO",
+        ),
+        "beat": _python_module("celery", "-A", "tasks", "beat", *beat_args()),
+    }
+    children = {name: subprocess.Popen(cmd, env=env, cwd=ROOT) for name, cmd in commands.items()}
+    click.echo(
+        f"\nbilling is up: API on http://127.0.0.1:{port}\n"
+        f"token: {token}\n"
+        f"try:   curl -s -H 'Authorization: Bearer {token}' http://127.0.0.1:{port}/v1/accounts/alice\n"
+        "Ctrl-C stops everything.\n"
+    )
+    _supervise(children)
+
+
+def _supervise(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping:
+        exited = [name for name, child in children.items() if child.poll() is not None]
+        if exited:
+            click.echo(f"{', '.join(exited)} exited; stopping the rest", err=True)
+            break
+        time.sleep(0.5)
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for child in children.values():
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+    if (
+        any(child.returncode not in (0, -signal.SIGTERM, None) for child in children.values())
+        and not stopping
+    ):
+        sys.exit(1)
+
+
+def _require_tokens() -> None:
+    if not Settings.from_env().api_tokens:
+        raise click.ClickException(
+            "BILLING_API_TOKENS is empty: set at least one token (comma-separated), "
+            "e.g. BILLING_API_TOKENS=$(openssl rand -hex 16), so the API can authenticate clients."
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""Configuration from the environment, with defaults for a local PostgreSQL and RabbitMQ."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DATABASE_URL_DEFAULT = "postgresql+psycopg2://postgres@127.0.0.1:5432/billing"
+BROKER_URL_DEFAULT = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DATABASE_URL_DEFAULT
+    broker_url: str = BROKER_URL_DEFAULT
+    api_tokens: tuple[str, ...] = ()
+    amqp_prefix: str = ""
+    flower_auth: str = ""
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        tokens = tuple(t.strip() for t in env.get("BILLING_API_TOKENS", "").split(",") if t.strip())
+        return cls(
+            database_url=env.get("BILLING_DATABASE_URL") or DATABASE_URL_DEFAULT,
+            broker_url=env.get("BILLING_BROKER_URL") or BROKER_URL_DEFAULT,
+            api_tokens=tokens,
+            amqp_prefix=env.get("BILLING_AMQP_PREFIX", "").strip(),
+            flower_auth=env.get("BILLING_FLOWER_AUTH", "").strip(),
+        )
+
+    def amqp_name(self, name: str) -> str:
+        """An exchange or queue name with the deployment's prefix (`acme.billing.events`)."""
+        return f"{self.amqp_prefix}.{name}" if self.amqp_prefix else name

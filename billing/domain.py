@@ -1,0 +1,209 @@
+"""The rules of money: operations, balances and the postings an operation makes.
+
+Plain Python only. `decide` is a pure function from an operation and the state
+of the accounts it touches to either a failure code or the postings to make,
+so every rule can be tested without a database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class OperationType(StrEnum):
+    credit = "credit"
+    debit = "debit"
+    transfer = "transfer"
+    hold = "hold"
+    capture = "capture"
+    release = "release"
+
+
+class Status(StrEnum):
+    pending = "pending"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class ErrorCode(StrEnum):
+    """The closed set of reasons an accepted operation may fail."""
+
+    account_not_found = "account_not_found"
+    currency_mismatch = "currency_mismatch"
+    insufficient_funds = "insufficient_funds"
+    same_account = "same_account"
+    hold_not_found = "hold_not_found"
+    hold_not_active = "hold_not_active"
+    hold_expired = "hold_expired"
+    amount_exceeds_hold = "amount_exceeds_hold"
+
+
+class Bucket(StrEnum):
+    """Which figure of an account a posting moves."""
+
+    posted = "posted"
+    held = "held"
+
+
+def external_account_id(currency: str) -> str:
+    """The counter-account money enters from and leaves to, one per currency.
+
+    `@` is not allowed in client account ids, so this id can never collide.
+    """
+    return f"@external:{currency}"
+
+
+@dataclass(frozen=True)
+class AccountState:
+    account_id: str
+    currency: str
+    posted: int
+    held: int
+    overdraft_limit: int
+    is_external: bool = False
+
+    @property
+    def available(self) -> int:
+        return self.posted - self.held
+
+    @property
+    def floor(self) -> int:
+        return -self.overdraft_limit
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    account_id: str
+    currency: str
+    overdraft_limit: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Operation:
+    operation_id: str
+    type: OperationType
+    request: dict[str, Any]
+    status: Status = Status.pending
+
+
+@dataclass(frozen=True)
+class Posting:
+    account_id: str
+    amount: int
+    bucket: Bucket = Bucket.posted
+
+
+@dataclass(frozen=True)
+class Failure:
+    code: ErrorCode
+    message: str
+
+
+@dataclass(frozen=True)
+class Success:
+    postings: list[Posting] = field(default_factory=list)
+
+
+Decision = Success | Failure
+
+
+def involved_account_ids(operation: Operation) -> list[str]:
+    """The client accounts whose balances an operation may change."""
+    request = operation.request
+    if operation.type is OperationType.transfer:
+        return [request["source_account_id"], request["destination_account_id"]]
+    return [request["account_id"]]
+
+
+def decide(operation: Operation, accounts: dict[str, AccountState]) -> Decision:
+    """Check the rules for a credit, debit or transfer and return its postings."""
+    request = operation.request
+    amount = int(request["amount"])
+    if operation.type is OperationType.transfer:
+        return _decide_transfer(
+            accounts, request["source_account_id"], request["destination_account_id"], amount
+        )
+    account = accounts.get(request["account_id"])
+    if account is None:
+        return _not_found(request["account_id"])
+    external = external_account_id(account.currency)
+    if operation.type is OperationType.credit:
+        return Success([Posting(account.account_id, amount), Posting(external, -amount)])
+    if operation.type is OperationType.debit:
+        shortfall = _check_funds(account, amount)
+        if shortfall:
+            return shortfall
+        return Success([Posting(account.account_id, -amount), Posting(external, amount)])
+    raise ValueError(f"decide() does not handle {operation.type}")
+
+
+def _decide_transfer(
+    accounts: dict[str, AccountState], source_id: str, destination_id: str, amount: int
+) -> Decision:
+    if source_id == destination_id:
+        return Failure(ErrorCode.same_account, "source and destination are the same account")
+    source = accounts.get(source_id)
+    if source is None:
+        return _not_found(source_id)
+    destination = accounts.get(destination_id)
+    if destination is None:
+        return _not_found(destination_id)
+    if source.currency != destination.currency:
+        return Failure(
+            ErrorCode.currency_mismatch,
+            f"{source_id} holds {source.currency} but {destination_id} holds "
+            f"{destination.currency}",
+        )
+    shortfall = _check_funds(source, amount)
+    if shortfall:
+        return shortfall
+    return Success([Posting(source_id, -amount), Posting(destination_id, amount)])
+
+
+def _not_found(account_id: str) -> Failure:
+    return Failure(ErrorCode.account_not_found, f"account {account_id} does not exist")
+
+
+def _check_funds(account: AccountState, amount: int) -> Failure | None:
+    if account.available - amount < account.floor:
+        return Failure(
+            ErrorCode.insufficient_funds,
+            f"{account.account_id} has {account.available} available "
+            f"(overdraft limit {account.overdraft_limit}), {amount} needed",
+        )
+    return None
+
+
+def apply_postings(
+    accounts: dict[str, AccountState], postings: list[Posting]
+) -> dict[str, AccountState]:
+    """The client accounts as they stand after the postings, with the floor asserted."""
+    changed = dict(accounts)
+    for posting in postings:
+        account = changed.get(posting.account_id)
+        if account is None:
+            continue
+        if posting.bucket is Bucket.posted:
+            account = _replace(account, posted=account.posted + posting.amount)
+        else:
+            account = _replace(account, held=account.held + posting.amount)
+        changed[posting.account_id] = account
+    for account in changed.values():
+        assert account.held >= 0, f"{account.account_id}: held below zero"
+        if account.account_id in {p.account_id for p in postings if p.amount < 0}:
+            assert account.available >= account.floor, f"{account.account_id}: below its floor"
+    return changed
+
+
+def _replace(account: AccountState, **changes: int) -> AccountState:
+    values = {**account.__dict__, **changes}
+    return AccountState(**values)
+
+
+def assert_balanced(postings: list[Posting]) -> None:
+    """Posted money is double-entry: every operation's posted amounts sum to zero."""
+    total = sum(p.amount for p in postings if p.bucket is Bucket.posted)
+    assert total == 0, f"postings do not balance: {postings}"

@@ -1,0 +1,37 @@
+"""Every named limit of the service, with its unit in its name, in one place."""
+
+amount_min = 1
+amount_max = 10**15
+overdraft_limit_max = 10**15
+identifier_length_max = 64
+identifier_pattern = r"^[A-Za-z0-9._:-]{1,64}\Z"
+
+page_size_default = 100
+page_size_max = 500
+
+operation_wait_max_s = 30
+operation_wait_poll_min_ms = 10
+operation_wait_poll_max_ms = 200
+
+hold_expires_in_min_s = 1
+hold_expires_in_max_s = 2_592_000
+
+# How long a ledger transaction waits for a busy account lock before it gives
+# the lock up and the task is retried through Celery instead.
+lock_wait_ms = 2_000
+statement_timeout_ms = 10_000
+lock_retry_backoff_min_s = 1
+lock_retry_backoff_max_s = 30
+lock_retries_max = 50
+
+# A task must finish well inside RabbitMQ's consumer timeout (30 minutes by
+# default), so a hung task is killed long before the broker gives up on it.
+task_time_limit_s = 120
+task_soft_time_limit_s = 90
+
+# An accepted operation still pending after this long is enqueued again by
+# the recovery sweep; an unpublished outcome is republished after this long.
+pending_resend_after_s = 30
+outbox_republish_after_s = 10
+sweep_batch_size_max = 1_000
+outbox_publish_batch_max = 500

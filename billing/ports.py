@@ -1,0 +1,102 @@
+"""What the service layer needs from the outside world, as protocols and exceptions.
+
+The adapters implement these against PostgreSQL and RabbitMQ; the service
+functions take them as parameters, so the core never imports a driver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Protocol
+
+from billing.domain import AccountState, NewAccount, Operation, Posting
+
+
+class TransientError(Exception):
+    """A fault that goes away on its own (database restart, lost connection): retry."""
+
+
+class LockBusy(TransientError):
+    """An account lock stayed busy past `limits.lock_wait_ms`: retry later."""
+
+
+@dataclass(frozen=True)
+class OperationRecord:
+    operation: Operation
+    error_code: str | None
+    error_message: str | None
+    balances: dict[str, dict[str, int]] | None
+    accepted_at: datetime
+    completed_at: datetime | None
+    ledger_seq: int | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    message_id: str
+    routing_key: str
+    body: dict[str, Any]
+
+
+class UnitOfWork(Protocol):
+    """One database transaction over the ledger."""
+
+    def __enter__(self) -> UnitOfWork: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def lock_accounts(self, account_ids: list[str]) -> None:
+        """Take the advisory lock of every account, in a fixed order; raise LockBusy."""
+
+    def get_operation(
+        self, operation_id: str, *, for_update: bool = False
+    ) -> OperationRecord | None: ...
+
+    def get_accounts(self, account_ids: list[str]) -> dict[str, AccountState]: ...
+
+    def post(self, operation: Operation, postings: list[Posting]) -> dict[str, AccountState]:
+        """Write the entries and move the balances; return the accounts after."""
+
+    def complete_operation(
+        self,
+        operation_id: str,
+        *,
+        status: str,
+        error: tuple[str, str] | None,
+        balances: dict[str, dict[str, int]] | None,
+        completed_at: datetime,
+    ) -> int:
+        """Store the terminal status and outcome; return the ledger sequence number."""
+
+    def add_event(self, event: Event) -> None:
+        """Record an event in the outbox, in this transaction."""
+
+    def unpublished_event_ids(self, message_ids: list[str]) -> list[str]: ...
+
+    def create_account(self, account: NewAccount) -> tuple[dict[str, Any], bool]: ...
+
+    def insert_operation(self, operation: Operation) -> tuple[OperationRecord, bool]: ...
+
+    def claim_unpublished_events(
+        self, message_ids: list[str] | None, *, older_than_s: float, limit: int
+    ) -> list[Event]:
+        """Lock unpublished events (skipping ones another process holds)."""
+
+    def mark_events_published(self, message_ids: list[str]) -> None: ...
+
+    def pending_operations(self, *, older_than_s: float, limit: int) -> list[str]:
+        """Pending operations not (re)sent for a while, marked as sent now."""
+
+
+class EventPublisher(Protocol):
+    def publish(self, events: list[Event]) -> None:
+        """Publish with confirms; raise TransientError when the broker is unreachable."""

@@ -1,0 +1,107 @@
+"""Celery settings for the billing workers and for every process that enqueues to them.
+
+The aim is at-least-once delivery with an exactly-once effect: a message is
+acknowledged only after its task has committed (or decided nothing is to be
+done), so a crash anywhere redelivers it, and the ledger task's idempotency
+check inside the account locks makes the second run a no-op.
+"""
+
+from kombu import Exchange, Queue
+
+from billing import limits
+from billing.config import Settings
+
+_settings = Settings.from_env()
+_name = _settings.amqp_name
+
+broker_url = _settings.broker_url
+# Retry the broker connection forever, at start-up and after a broker restart:
+# a worker that gives up is a worker that silently stops applying money.
+broker_connection_retry_on_startup = True
+broker_connection_retry = True
+broker_connection_max_retries = None
+# Publisher confirms: basic_publish returns only once the broker has taken
+# the message, so an enqueue or a publish can't be lost without an error.
+broker_transport_options = {"confirm_publish": True}
+broker_heartbeat = 30
+
+# JSON only: a pickle (or any other content type) on the queue is refused,
+# never deserialized.
+task_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+task_ignore_result = True
+result_backend = None
+
+# Acknowledge after the task, not before: a worker that dies mid-task leaves
+# the message unacknowledged and RabbitMQ hands it to another worker.
+task_acks_late = True
+# A pool child killed by SIGKILL (OOM killer, operator) would otherwise have
+# its message acknowledged and lost; reject it back to the queue instead.
+task_reject_on_worker_lost = True
+# A task that raises an unexpected error is a bug: reject it so the queue's
+# dead-letter exchange parks it for inspection instead of acking it away.
+# (The operation stays pending and the recovery sweep enqueues it again.)
+task_acks_on_failure_or_timeout = False
+# When the broker connection drops, the broker redelivers unacknowledged
+# messages to other workers; cancel our copies so a task never runs twice
+# in parallel with itself (the ledger's locks would make it harmless, but it
+# is wasted work and a confusing log).
+worker_cancel_long_running_tasks_on_connection_loss = True
+# Tasks finish well inside RabbitMQ's consumer timeout (30 min by default).
+task_time_limit = limits.task_time_limit_s
+task_soft_time_limit = limits.task_soft_time_limit_s
+# A few messages in flight per process keeps the pool busy without hoarding
+# work that another process could do (quorum queues use per-consumer QoS).
+worker_prefetch_multiplier = 4
+
+# Durable quorum queues: replicated, survive a broker restart, and count
+# deliveries, so a poison message that keeps crashing workers is dead-lettered
+# after `delivery_limit` attempts instead of being redelivered forever.
+delivery_limit = 20
+tasks_exchange = Exchange(_name("billing.tasks"), type="topic", durable=True)
+tasks_dead_exchange = Exchange(_name("billing.tasks.dead"), type="fanout", durable=True)
+tasks_routing_key = _name("billing.tasks")
+tasks_queue = Queue(
+    _name("billing.tasks"),
+    exchange=tasks_exchange,
+    routing_key=tasks_routing_key,
+    durable=True,
+    queue_arguments={
+        "x-queue-type": "quorum",
+        "x-delivery-limit": delivery_limit,
+        "x-dead-letter-exchange": tasks_dead_exchange.name,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    },
+)
+tasks_dead_queue = Queue(
+    _name("billing.tasks.dead"),
+    exchange=tasks_dead_exchange,
+    routing_key="#",
+    durable=True,
+    queue_arguments={"x-queue-type": "quorum"},
+)
+task_queues = [tasks_queue]
+task_default_queue = tasks_queue.name
+task_default_exchange = tasks_exchange.name
+# A topic exchange, because Celery's native delayed delivery (how a countdown
+# works on quorum queues) cannot route through a direct exchange; the routing
+# key carries the prefix so delayed messages of one deployment never reach
+# another that shares the broker.
+task_default_exchange_type = "topic"
+task_default_routing_key = tasks_routing_key
+task_create_missing_queues = False
+broker_native_delayed_delivery_queue_type = "quorum"
+
+# Events for Flower, on exchanges named with the deployment's prefix.
+worker_send_task_events = True
+task_send_sent_event = True
+event_exchange = _name("billing.celeryev")
+event_queue_prefix = _name("billing.celeryev")
+control_exchange = _name("billing")
+
+beat_schedule = {
+    "republish-outbox": {"task": "billing.relay_outbox", "schedule": 2.0},
+    "resend-stuck-operations": {"task": "billing.resend_pending", "schedule": 10.0},
+}

@@ -1,0 +1,1 @@
+"""Alembic migrations of the ledger schema; `billing migrate` runs them."""

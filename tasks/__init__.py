@@ -1,0 +1,8 @@
+"""Celery: the app, the ledger task, the result task and the periodic jobs.
+
+`celery -A tasks worker` finds the app as `tasks.app`.
+"""
+
+from tasks.celery_app import app
+
+__all__ = ["app"]

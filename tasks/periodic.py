@@ -1,0 +1,51 @@
+"""Periodic jobs run by `billing beat`: the outbox relay and the recovery sweep."""
+
+from __future__ import annotations
+
+import logging
+
+from billing import limits, service
+from billing.adapters.celery_client import TaskQueue
+from billing.ports import TransientError
+from tasks.celery_app import app
+from tasks.context import event_publisher, services
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name="billing.relay_outbox", ignore_result=True)
+def relay_outbox() -> int:
+    """Publish events whose result task never ran (a crash between commit and publish)."""
+    try:
+        published = service.publish_events(
+            None,
+            services().uow(),
+            event_publisher(),
+            older_than_s=limits.outbox_republish_after_s,
+        )
+    except TransientError as error:
+        log.warning("outbox relay: %s", error)
+        return 0
+    if published:
+        log.info("outbox relay published %d events", published)
+    return published
+
+
+@app.task(name="billing.resend_pending", ignore_result=True)
+def resend_pending() -> int:
+    """Enqueue again operations still pending long after acceptance (a lost task)."""
+    try:
+        operation_ids = service.stuck_operations(
+            services().uow(),
+            older_than_s=limits.pending_resend_after_s,
+            limit=limits.sweep_batch_size_max,
+        )
+        queue = TaskQueue(app)
+        for operation_id in operation_ids:
+            queue.enqueue_operation(operation_id)
+    except TransientError as error:
+        log.warning("recovery sweep: %s", error)
+        return 0
+    if operation_ids:
+        log.warning("recovery sweep enqueued %d pending operations again", len(operation_ids))
+    return len(operation_ids)

@@ -1,0 +1,85 @@
+"""Fixtures: one real stack (database, broker prefix, API, three workers) per test session."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from billing.config import Settings
+from tests.support import stack
+
+
+@pytest.fixture(scope="session")
+def settings() -> Iterator[Settings]:
+    settings = stack.make_settings()
+    stack.prepare_database(settings)
+    yield settings
+    stack.drop_database(settings)
+    stack.delete_amqp_entities(settings)
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings) -> Iterator[Any]:
+    engine = stack.engine_for(settings)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def api_url(settings: Settings) -> Iterator[str]:
+    port = stack.free_port()
+    process = stack.start_api(settings, port)
+    yield f"http://127.0.0.1:{port}"
+    process.stop()
+
+
+class Workers:
+    """The session's worker processes; tests may kill one and start a replacement."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.processes: list[stack.Process] = []
+        self._started = 0
+
+    def start(self, concurrency: int = 2) -> stack.Process:
+        self._started += 1
+        process = stack.start_worker(self.settings, f"w{self._started}", concurrency)
+        self.processes.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            process.stop()
+
+
+@pytest.fixture(scope="session")
+def workers(settings: Settings) -> Iterator[Workers]:
+    pool = Workers(settings)
+    for _ in range(3):
+        pool.start(concurrency=2)
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings, api_url: str, workers: Workers) -> stack.Client:
+    return stack.Client(api_url, settings.api_tokens[0])
+
+
+@pytest.fixture(scope="session")
+def events(settings: Settings, workers: Workers) -> stack.EventLog:
+    return stack.EventLog(settings)
+
+
+@pytest.fixture
+def new_id() -> Any:
+    """Unique ids per test, so tests sharing the session's stack never collide."""
+    run = uuid.uuid4().hex[:8]
+
+    def make(name: str) -> str:
+        return f"{name}-{run}"
+
+    return make
