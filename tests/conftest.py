@@ -83,3 +83,19 @@ def new_id() -> Any:
         return f"{name}-{run}"
 
     return make
+
+
+_METRICS: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session")
+def metrics() -> dict[str, str]:
+    """Figures a test measured, printed at the end of the run (throughput and the like)."""
+    return _METRICS
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _METRICS:
+        terminalreporter.section("measured")
+        for name, value in _METRICS.items():
+            terminalreporter.write_line(f"{name}: {value}")
