@@ -24,6 +24,9 @@ broker_connection_max_retries = None
 # the message, so an enqueue or a publish can't be lost without an error.
 broker_transport_options = {"confirm_publish": True}
 broker_heartbeat = 30
+# Fail a connection attempt fast: the API answers 503 within a few seconds
+# while the broker is down instead of hanging its clients.
+broker_connection_timeout = 2
 
 # JSON only: a pickle (or any other content type) on the queue is refused,
 # never deserialized.
@@ -94,6 +97,11 @@ task_default_routing_key = tasks_routing_key
 task_create_missing_queues = False
 broker_native_delayed_delivery_queue_type = "quorum"
 
+# Undecodable messages (pickle, unknown content type, broken JSON) are
+# dead-lettered instead of acknowledged away; unknown tasks and tasks with
+# wrong arguments are rejected to the dead-letter exchange by Celery itself.
+worker_consumer = "tasks.consumer:DeadLetteringConsumer"
+
 # Events for Flower, on exchanges named with the deployment's prefix.
 worker_send_task_events = True
 task_send_sent_event = True
@@ -101,7 +109,22 @@ event_exchange = _name("billing.celeryev")
 event_queue_prefix = _name("billing.celeryev")
 control_exchange = _name("billing")
 
+# Periodic jobs; `expires` drops a run that waited in the queue past its
+# interval, so a backlog never piles up stale copies of the same job.
 beat_schedule = {
-    "republish-outbox": {"task": "billing.relay_outbox", "schedule": 2.0},
-    "resend-stuck-operations": {"task": "billing.resend_pending", "schedule": 10.0},
+    "expire-holds": {
+        "task": "billing.expire_holds",
+        "schedule": float(limits.hold_expiry_interval_s),
+        "options": {"expires": limits.hold_expiry_interval_s * 3},
+    },
+    "republish-outbox": {
+        "task": "billing.relay_outbox",
+        "schedule": float(limits.outbox_relay_interval_s),
+        "options": {"expires": limits.outbox_relay_interval_s * 3},
+    },
+    "resend-stuck-operations": {
+        "task": "billing.resend_pending",
+        "schedule": float(limits.pending_sweep_interval_s),
+        "options": {"expires": limits.pending_sweep_interval_s * 3},
+    },
 }

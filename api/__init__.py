@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from flask import Flask
 from flask_smorest import Api
+from flask_swagger_ui import get_swaggerui_blueprint
 
-from api import accounts, health, operations
+from api import accounts, health, holds, observability, operations
 from api.auth import require_token
 from api.errors import register_error_handlers
+from billing import logs
+from billing.adapters.schemas import ErrorSchema
 from billing.bootstrap import Services
 from billing.config import Settings
 
 API_VERSION = "1.0.0"
+
+
+class BillingApi(Api):  # type: ignore[misc]
+    """flask-smorest's Api, documenting the contract's error body on every operation."""
+
+    ERROR_SCHEMA = ErrorSchema
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
@@ -21,6 +30,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             "BILLING_API_TOKENS is empty: set at least one token (comma-separated) "
             "so the API can authenticate its clients."
         )
+    logs.configure("api")
     app = Flask("billing")
     app.config.update(
         API_TITLE="Billing service",
@@ -31,11 +41,19 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         MAX_CONTENT_LENGTH=4 * 1024 * 1024,
     )
     app.extensions["billing"] = services or Services(settings)
-    api = Api(app)
+    api = BillingApi(app)
     api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     api.register_blueprint(accounts.blp)
     api.register_blueprint(operations.blp)
+    api.register_blueprint(holds.blp)
     app.register_blueprint(health.blp)
+    # The API reference page, with Swagger UI's JavaScript and CSS served from
+    # the flask-swagger-ui package itself: it works with no internet access.
+    app.register_blueprint(
+        get_swaggerui_blueprint("/docs", "/openapi.json", config={"app_name": "Billing API"})
+    )
+    app.register_blueprint(observability.blp)
+    observability.instrument(app)
     app.before_request(lambda: require_token(settings.api_tokens))
     register_error_handlers(app)
     return app

@@ -6,11 +6,17 @@ from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from marshmallow import RAISE
 
 from api.context import path_identifier, services
 from api.errors import ApiError
-from api.schemas import AccountCreateSchema, AccountSchema, EntryPageSchema, PageQuerySchema
 from billing.adapters import views
+from billing.adapters.schemas import (
+    AccountCreateSchema,
+    AccountSchema,
+    EntryPageSchema,
+    PageQuerySchema,
+)
 from billing.domain import NewAccount
 from billing.service import Acceptance, open_account
 
@@ -47,7 +53,7 @@ class Account(MethodView):
 
 @blp.route("/<account_id>/entries")
 class Entries(MethodView):
-    @blp.arguments(PageQuerySchema, location="query")
+    @blp.arguments(PageQuerySchema, location="query", unknown=RAISE)
     @blp.response(200, EntryPageSchema)
     def get(self, query: dict[str, Any], account_id: str) -> dict[str, Any]:
         """The account's ledger entries, newest first, with cursor pagination."""

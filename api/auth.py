@@ -9,9 +9,11 @@ from werkzeug.exceptions import Unauthorized
 
 
 def token_is_valid(header: str | None, tokens: tuple[str, ...]) -> bool:
-    if not header or not header.startswith("Bearer "):
+    # The scheme is case-insensitive (RFC 7235, section 2.1): "bearer" is "Bearer".
+    scheme, _, credentials = (header or "").partition(" ")
+    presented = credentials.strip().encode()
+    if scheme.lower() != "bearer" or not presented:
         return False
-    presented = header[len("Bearer ") :].strip().encode()
     valid = False
     for token in tokens:
         # Compare against every token, so the time taken says nothing about which matched.

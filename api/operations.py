@@ -7,18 +7,20 @@ from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from marshmallow import RAISE
 
 from api.context import path_identifier, services
 from api.errors import ApiError
-from api.schemas import (
+from billing import limits, logs
+from billing.adapters import metrics, views
+from billing.adapters.schemas import (
     CreditSchema,
     DebitSchema,
+    ErrorSchema,
     OperationSchema,
     TransferSchema,
     WaitQuerySchema,
 )
-from billing import limits
-from billing.adapters import views
 from billing.domain import Operation, OperationType, Status
 from billing.ports import OperationRecord
 from billing.service import Acceptance, accept_operation, render_operation
@@ -30,7 +32,9 @@ def submit(operation_type: OperationType, body: dict[str, Any]) -> tuple[dict[st
     """Record the operation and enqueue it; a retry answers its current state."""
     request = dict(body)
     operation = Operation(request.pop("operation_id"), operation_type, request)
+    logs.current_operation_id.set(operation.operation_id)
     outcome, record = accept_operation(operation, services().uow())
+    metrics.operations_accepted.labels(operation_type.value, outcome.value).inc()
     if outcome is Acceptance.conflict:
         raise ApiError(
             409,
@@ -45,29 +49,40 @@ def submit(operation_type: OperationType, body: dict[str, Any]) -> tuple[dict[st
     return render_operation(record), 200
 
 
-def _operation_route(path: str, operation_type: OperationType, schema: type) -> None:
-    def post(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+def register_operation_route(
+    blueprint: Blueprint,
+    path: str,
+    operation_type: OperationType,
+    schema: type,
+    path_field: str | None = None,
+) -> None:
+    """A POST route that accepts one operation type; `path_field` comes from the URL."""
+
+    def post(body: dict[str, Any], **path: str) -> tuple[dict[str, Any], int]:
+        if path_field is not None:
+            body = {**body, path_field: path_identifier(path[path_field], path_field)}
         return submit(operation_type, body)
 
     post.__doc__ = f"Submit a {operation_type.value}; it is applied asynchronously."
     post.__name__ = f"submit_{operation_type.value}"
-    view = blp.arguments(schema)(post)
-    view = blp.alt_response(
-        200, schema=OperationSchema, description="A retry of an accepted operation"
+    view = blueprint.arguments(schema)(post)
+    view = blueprint.alt_response(
+        200, schema=OperationSchema, description="A retry of an already accepted operation"
     )(view)
-    view = blp.alt_response(409, description="idempotency_conflict")(view)
-    view = blp.response(202, OperationSchema, description="Accepted, pending")(view)
-    blp.route(path, methods=["POST"])(view)
+    view = blueprint.alt_response(409, schema=ErrorSchema, description="idempotency_conflict")(view)
+    view = blueprint.alt_response(422, schema=ErrorSchema, description="validation_error")(view)
+    view = blueprint.response(202, OperationSchema, description="Accepted, pending")(view)
+    blueprint.route(path, methods=["POST"])(view)
 
 
-_operation_route("/credits", OperationType.credit, CreditSchema)
-_operation_route("/debits", OperationType.debit, DebitSchema)
-_operation_route("/transfers", OperationType.transfer, TransferSchema)
+register_operation_route(blp, "/credits", OperationType.credit, CreditSchema)
+register_operation_route(blp, "/debits", OperationType.debit, DebitSchema)
+register_operation_route(blp, "/transfers", OperationType.transfer, TransferSchema)
 
 
 @blp.route("/operations/<operation_id>")
 class OperationView(MethodView):
-    @blp.arguments(WaitQuerySchema, location="query")
+    @blp.arguments(WaitQuerySchema, location="query", unknown=RAISE)
     @blp.response(200, OperationSchema)
     def get(self, query: dict[str, Any], operation_id: str) -> dict[str, Any]:
         """An operation and its outcome, waiting up to `wait` seconds for it to finish."""

@@ -7,6 +7,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -68,14 +69,29 @@ def api_command(host: str, port: int, workers: int, threads: int) -> list[str]:
 def api(host: str, port: int, workers: int, threads: int) -> None:
     """Serve the HTTP API with gunicorn."""
     _require_tokens()
+    _use_metrics_dir(wipe=False)
     os.execv(sys.executable, api_command(host, port, workers, threads))
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--metrics-port", type=int, default=0, help="serve /metrics on this port (0: off)")
 @click.pass_context
-def worker(ctx: click.Context) -> None:
-    """A Celery worker; every flag is passed to `celery worker` (e.g. --concurrency 4)."""
+def worker(ctx: click.Context, metrics_port: int) -> None:
+    """A Celery worker; other flags go to `celery worker` (e.g. --concurrency 4)."""
+    _use_metrics_dir(wipe=False)
+    if metrics_port:
+        os.environ["BILLING_WORKER_METRICS_PORT"] = str(metrics_port)
     os.execv(sys.executable, _python_module("celery", "-A", "tasks", "worker", *ctx.args))
+
+
+def _use_metrics_dir(*, wipe: bool) -> str:
+    """Point prometheus-client's multiprocess mode at this machine's metrics directory."""
+    from billing.adapters.metrics import prepare_metrics_dir
+
+    default = os.path.join(tempfile.gettempdir(), f"billing-metrics-{os.getuid()}")
+    path = os.environ.get("BILLING_METRICS_DIR") or default
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = prepare_metrics_dir(path, wipe=wipe)
+    return path
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -90,6 +106,53 @@ def beat(ctx: click.Context) -> None:
 def beat_args() -> list[str]:
     # An in-memory schedule: every job is an interval, nothing to persist.
     return ["--scheduler", "celery.beat:Scheduler", "--loglevel", "INFO"]
+
+
+def flower_command(address: str, port: int, auth: str, broker_api: str | None) -> list[str]:
+    command = _python_module(
+        "celery",
+        "-A",
+        "tasks",
+        "flower",
+        f"--address={address}",
+        f"--port={port}",
+        f"--basic-auth={auth}",
+    )
+    if broker_api:
+        command.append(f"--broker-api={broker_api}")
+    return command
+
+
+def broker_api_url(settings: Settings) -> str:
+    """The RabbitMQ management API that shows queue lengths in Flower."""
+    explicit = os.environ.get("BILLING_BROKER_API_URL")
+    if explicit:
+        return explicit
+    from urllib.parse import urlsplit
+
+    broker = urlsplit(settings.broker_url)
+    credentials = f"{broker.username or 'guest'}:{broker.password or 'guest'}"
+    return f"http://{credentials}@{broker.hostname or '127.0.0.1'}:15672/api/"
+
+
+@main.command()
+@click.option("--address", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5555, show_default=True, type=int)
+def flower(address: str, port: int) -> None:
+    """The Flower dashboard of the workers, behind basic auth (BILLING_FLOWER_AUTH)."""
+    settings = Settings.from_env()
+    _require_flower_auth(settings)
+    command = flower_command(address, port, settings.flower_auth, broker_api_url(settings))
+    os.execv(sys.executable, command)
+
+
+def _require_flower_auth(settings: Settings) -> None:
+    user, _, password = settings.flower_auth.partition(":")
+    if not user or not password:
+        raise click.ClickException(
+            "BILLING_FLOWER_AUTH must be user:password: Flower shows every task's arguments, "
+            "so it does not start without authentication."
+        )
 
 
 @main.command()
@@ -114,14 +177,20 @@ def audit() -> None:
 @main.command()
 @click.option("--port", default=8000, show_default=True, type=int, help="API port")
 @click.option("--concurrency", default=2, show_default=True, type=int, help="worker processes")
-def up(port: int, concurrency: int) -> None:
-    """Migrate, then run the API, a worker and beat in the foreground; Ctrl-C stops all."""
+@click.option("--flower-port", default=5555, show_default=True, type=int)
+def up(port: int, concurrency: int, flower_port: int) -> None:
+    """Migrate, then run the API, a worker, beat and Flower in the foreground; Ctrl-C stops all."""
     ctx = click.get_current_context()
     ctx.invoke(migrate)
+    os.environ.setdefault("BILLING_LOG_FORMAT", "text")
+    _use_metrics_dir(wipe=True)
     env = dict(os.environ)
     if not Settings.from_env().api_tokens:
         env["BILLING_API_TOKENS"] = secrets.token_urlsafe(24)
+    if not Settings.from_env().flower_auth:
+        env["BILLING_FLOWER_AUTH"] = f"admin:{secrets.token_urlsafe(12)}"
     token = env["BILLING_API_TOKENS"].split(",")[0].strip()
+    settings = Settings.from_env()
     commands = {
         "api": api_command("127.0.0.1", port, 2, 16),
         "worker": _python_module(
@@ -135,12 +204,17 @@ def up(port: int, concurrency: int) -> None:
             "INFO",
         ),
         "beat": _python_module("celery", "-A", "tasks", "beat", *beat_args()),
+        "flower": flower_command(
+            "127.0.0.1", flower_port, env["BILLING_FLOWER_AUTH"], broker_api_url(settings)
+        ),
     }
     children = {name: subprocess.Popen(cmd, env=env, cwd=ROOT) for name, cmd in commands.items()}
     click.echo(
-        f"\nbilling is up: API on http://127.0.0.1:{port}\n"
-        f"token: {token}\n"
-        f"try:   curl -s -H 'Authorization: Bearer {token}' http://127.0.0.1:{port}/v1/accounts/alice\n"
+        f"\nbilling is up: API on http://127.0.0.1:{port} (docs: /docs, metrics: /metrics)\n"
+        f"token:  {token}\n"
+        f"try:    curl -s -H 'Authorization: Bearer {token}' "
+        f"http://127.0.0.1:{port}/v1/accounts/alice\n"
+        f"flower: http://127.0.0.1:{flower_port} (login {env['BILLING_FLOWER_AUTH']})\n"
         "Ctrl-C stops everything.\n"
     )
     _supervise(children)

@@ -8,6 +8,7 @@ so every rule can be tested without a database.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -19,6 +20,7 @@ class OperationType(StrEnum):
     hold = "hold"
     capture = "capture"
     release = "release"
+    expiry = "expiry"  # recorded by the service itself when a hold expires
 
 
 class Status(StrEnum):
@@ -89,6 +91,34 @@ class Operation:
     status: Status = Status.pending
 
 
+class HoldStatus(StrEnum):
+    active = "active"
+    captured = "captured"
+    released = "released"
+    expired = "expired"
+
+
+@dataclass(frozen=True)
+class HoldState:
+    hold_id: str
+    account_id: str
+    destination_account_id: str | None
+    amount: int
+    captured: int
+    remaining: int
+    status: HoldStatus
+    expires_at: datetime | None
+    created_at: datetime | None = None
+
+    def expired_at(self, now: datetime) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+
+def expiry_operation_id(hold_id: str) -> str:
+    """The id of the operation that records a hold's expiry; `@` keeps it out of client ids."""
+    return f"@expiry:{hold_id}"
+
+
 @dataclass(frozen=True)
 class Posting:
     account_id: str
@@ -105,74 +135,39 @@ class Failure:
 @dataclass(frozen=True)
 class Success:
     postings: list[Posting] = field(default_factory=list)
+    hold: HoldState | None = None
 
 
 Decision = Success | Failure
 
 
-def involved_account_ids(operation: Operation) -> list[str]:
-    """The client accounts whose balances an operation may change."""
-    request = operation.request
-    if operation.type is OperationType.transfer:
-        return [request["source_account_id"], request["destination_account_id"]]
-    return [request["account_id"]]
-
-
-def decide(operation: Operation, accounts: dict[str, AccountState]) -> Decision:
-    """Check the rules for a credit, debit or transfer and return its postings."""
-    request = operation.request
-    amount = int(request["amount"])
-    if operation.type is OperationType.transfer:
-        return _decide_transfer(
-            accounts, request["source_account_id"], request["destination_account_id"], amount
-        )
-    account = accounts.get(request["account_id"])
-    if account is None:
-        return _not_found(request["account_id"])
-    external = external_account_id(account.currency)
-    if operation.type is OperationType.credit:
-        return Success([Posting(account.account_id, amount), Posting(external, -amount)])
-    if operation.type is OperationType.debit:
-        shortfall = _check_funds(account, amount)
-        if shortfall:
-            return shortfall
-        return Success([Posting(account.account_id, -amount), Posting(external, amount)])
-    raise ValueError(f"decide() does not handle {operation.type}")
-
-
-def _decide_transfer(
-    accounts: dict[str, AccountState], source_id: str, destination_id: str, amount: int
-) -> Decision:
-    if source_id == destination_id:
-        return Failure(ErrorCode.same_account, "source and destination are the same account")
-    source = accounts.get(source_id)
-    if source is None:
-        return _not_found(source_id)
-    destination = accounts.get(destination_id)
-    if destination is None:
-        return _not_found(destination_id)
-    if source.currency != destination.currency:
-        return Failure(
-            ErrorCode.currency_mismatch,
-            f"{source_id} holds {source.currency} but {destination_id} holds "
-            f"{destination.currency}",
-        )
-    shortfall = _check_funds(source, amount)
-    if shortfall:
-        return shortfall
-    return Success([Posting(source_id, -amount), Posting(destination_id, amount)])
-
-
-def _not_found(account_id: str) -> Failure:
+def not_found(account_id: str) -> Failure:
     return Failure(ErrorCode.account_not_found, f"account {account_id} does not exist")
 
 
-def _check_funds(account: AccountState, amount: int) -> Failure | None:
+def check_funds(account: AccountState, amount: int) -> Failure | None:
+    """insufficient_funds when taking `amount` would put available below the floor."""
     if account.available - amount < account.floor:
         return Failure(
             ErrorCode.insufficient_funds,
             f"{account.account_id} has {account.available} available "
             f"(overdraft limit {account.overdraft_limit}), {amount} needed",
+        )
+    return None
+
+
+def check_counterparty(
+    account: AccountState, other: AccountState | None, other_id: str
+) -> Failure | None:
+    """The checks on the second account of a transfer or a two-phase hold."""
+    if other_id == account.account_id:
+        return Failure(ErrorCode.same_account, "source and destination are the same account")
+    if other is None:
+        return not_found(other_id)
+    if other.currency != account.currency:
+        return Failure(
+            ErrorCode.currency_mismatch,
+            f"{account.account_id} holds {account.currency} but {other_id} holds {other.currency}",
         )
     return None
 

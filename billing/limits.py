@@ -23,6 +23,9 @@ statement_timeout_ms = 10_000
 lock_retry_backoff_min_s = 1
 lock_retry_backoff_max_s = 30
 lock_retries_max = 50
+# How often a capture or release chooses its locks again when its hold was
+# created between the choice and the locking.
+lock_set_attempts_max = 3
 
 # A task must finish well inside RabbitMQ's consumer timeout (30 minutes by
 # default), so a hung task is killed long before the broker gives up on it.
@@ -35,3 +38,9 @@ pending_resend_after_s = 30
 outbox_republish_after_s = 10
 sweep_batch_size_max = 1_000
 outbox_publish_batch_max = 500
+
+# How often beat runs each periodic job. Expiry runs every second so a hold
+# is released well within the contract's 5 seconds of its expires_at.
+hold_expiry_interval_s = 1
+outbox_relay_interval_s = 2
+pending_sweep_interval_s = 10

@@ -11,7 +11,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol
 
-from billing.domain import AccountState, NewAccount, Operation, Posting
+from billing.domain import AccountState, HoldState, NewAccount, Operation, Posting
 
 
 class TransientError(Exception):
@@ -95,6 +95,13 @@ class UnitOfWork(Protocol):
 
     def pending_operations(self, *, older_than_s: float, limit: int) -> list[str]:
         """Pending operations not (re)sent for a while, marked as sent now."""
+
+    def get_hold(self, hold_id: str, *, for_update: bool = False) -> HoldState | None: ...
+
+    def save_hold(self, hold: HoldState, *, new: bool) -> None: ...
+
+    def due_hold_ids(self, *, limit: int) -> list[str]:
+        """Active holds whose expires_at has passed, oldest first."""
 
 
 class EventPublisher(Protocol):

@@ -8,20 +8,24 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from billing import limits
+from billing import holds, limits
 from billing.domain import (
     AccountState,
     Failure,
+    HoldState,
+    HoldStatus,
     NewAccount,
     Operation,
+    OperationType,
     Status,
     Success,
     apply_postings,
     assert_balanced,
-    decide,
-    involved_account_ids,
+    expiry_operation_id,
 )
-from billing.ports import Event, EventPublisher, OperationRecord, UnitOfWork
+from billing.holds import hold_account_ids
+from billing.ports import Event, EventPublisher, OperationRecord, TransientError, UnitOfWork
+from billing.rules import decide, involved_account_ids
 
 Clock = Callable[[], datetime]
 
@@ -38,6 +42,7 @@ class Applied:
     found: bool
     newly_applied: bool
     event_ids: list[str]
+    record: OperationRecord | None = None
 
 
 def apply_operation(operation_id: str, uow: UnitOfWork, clock: Clock = utc_now) -> Applied:
@@ -46,39 +51,102 @@ def apply_operation(operation_id: str, uow: UnitOfWork, clock: Clock = utc_now) 
     Safe to call any number of times for the same id: the status is checked
     again after the locks are taken, and a terminal operation is left alone.
     """
+    for _ in range(limits.lock_set_attempts_max):
+        try:
+            return _apply_once(operation_id, uow, clock)
+        except _LocksChanged:
+            continue
+    raise TransientError(f"operation {operation_id}: its hold kept changing under the locks")
+
+
+class _LocksChanged(Exception):
+    """The hold appeared between choosing the locks and taking them: choose again."""
+
+
+def _apply_once(operation_id: str, uow: UnitOfWork, clock: Clock) -> Applied:
     with uow:
         record = uow.get_operation(operation_id)
         if record is None:
             return Applied(operation_id, found=False, newly_applied=False, event_ids=[])
         if record.operation.status is not Status.pending:
             return Applied(operation_id, True, False, uow.unpublished_event_ids([operation_id]))
-        account_ids = involved_account_ids(record.operation)
+        hold_id = record.operation.request.get("hold_id")
+        # A hold's accounts never change, so reading it before the locks tells
+        # which locks to take; it is read again under them, and if it was
+        # created in between (its locks were not taken) the choice starts over.
+        hold = uow.get_hold(hold_id) if hold_id else None
+        account_ids = involved_account_ids(record.operation, hold)
         uow.lock_accounts(account_ids)
         record = uow.get_operation(operation_id, for_update=True)
         assert record is not None, "an operation row vanished under its lock"
         if record.operation.status is not Status.pending:
             return Applied(operation_id, True, False, uow.unpublished_event_ids([operation_id]))
+        if hold_id:
+            locked = hold
+            hold = uow.get_hold(hold_id, for_update=True)
+            if locked is None and hold is not None:
+                raise _LocksChanged()
         accounts = uow.get_accounts(account_ids)
-        completed = _apply(record, accounts, uow, clock())
+        completed, _ = _apply(record, accounts, hold, uow, clock())
         uow.add_event(operation_event(completed))
         uow.commit()
-    return Applied(operation_id, True, True, [operation_id])
+    return Applied(operation_id, True, True, [operation_id], completed)
+
+
+def expire_hold(hold_id: str, uow: UnitOfWork, clock: Clock = utc_now) -> str | None:
+    """Expire an active hold whose time has passed; the id of its event, or None.
+
+    Under the same account locks as a capture or release, so a hold that a
+    concurrent capture just ended is left alone: it ends in exactly one state.
+    """
+    with uow:
+        hold = uow.get_hold(hold_id)
+        if hold is None or hold.status is not HoldStatus.active:
+            return None
+        uow.lock_accounts(hold_account_ids(hold))
+        hold = uow.get_hold(hold_id, for_update=True)
+        now = clock()
+        if hold is None or holds.expire(hold, now) is None:
+            return None
+        operation = Operation(
+            expiry_operation_id(hold_id), OperationType.expiry, {"hold_id": hold_id}
+        )
+        record, created = uow.insert_operation(operation)
+        assert created, f"hold {hold_id} was expired twice"
+        accounts = uow.get_accounts(hold_account_ids(hold))
+        _, expired = _apply(record, accounts, hold, uow, now)
+        assert expired is not None
+        uow.add_event(
+            Event(
+                message_id=operation.operation_id,
+                routing_key="hold.expired",
+                body={**render_hold(expired), "schema_version": 1},
+            )
+        )
+        uow.commit()
+    return operation.operation_id
 
 
 def _apply(
-    record: OperationRecord, accounts: dict[str, AccountState], uow: UnitOfWork, now: datetime
-) -> OperationRecord:
+    record: OperationRecord,
+    accounts: dict[str, AccountState],
+    hold: HoldState | None,
+    uow: UnitOfWork,
+    now: datetime,
+) -> tuple[OperationRecord, HoldState | None]:
+    """Decide, post, and store the outcome; the completed record and the hold after."""
     operation = record.operation
-    decision = decide(operation, accounts)
+    decision = decide(operation, accounts, hold, now)
     if isinstance(decision, Failure):
         status, error, balances = Status.failed, (decision.code.value, decision.message), None
     else:
-        assert isinstance(decision, Success)
         assert_balanced(decision.postings)
         expected = apply_postings(accounts, decision.postings)
         after = uow.post(operation, decision.postings)
         for account_id, account in after.items():
             assert account == expected[account_id], f"{account_id}: balance drifted from entries"
+        if decision.hold is not None:
+            uow.save_hold(decision.hold, new=operation.type is OperationType.hold)
         status, error, balances = Status.succeeded, None, _balances(after)
     seq = uow.complete_operation(
         operation.operation_id,
@@ -87,7 +155,7 @@ def _apply(
         balances=balances,
         completed_at=now,
     )
-    return replace(
+    completed = replace(
         record,
         operation=replace(operation, status=status),
         error_code=error[0] if error else None,
@@ -96,6 +164,26 @@ def _apply(
         completed_at=now,
         ledger_seq=seq,
     )
+    return completed, decision.hold if isinstance(decision, Success) else None
+
+
+def render_hold(hold: HoldState) -> dict[str, Any]:
+    """The contract's representation of a hold."""
+    return {
+        "hold_id": hold.hold_id,
+        "account_id": hold.account_id,
+        "destination_account_id": hold.destination_account_id,
+        "amount": hold.amount,
+        "captured": hold.captured,
+        "remaining": hold.remaining,
+        "status": hold.status.value,
+        "expires_at": _timestamp(hold.expires_at),
+        "created_at": _timestamp(hold.created_at),
+    }
+
+
+def _timestamp(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="microseconds") if moment else None
 
 
 def _balances(accounts: dict[str, AccountState]) -> dict[str, dict[str, int]]:
@@ -122,10 +210,8 @@ def render_operation(record: OperationRecord) -> dict[str, Any]:
     }
     if record.balances is not None:
         body["balances"] = record.balances
-    body["accepted_at"] = record.accepted_at.isoformat(timespec="microseconds")
-    body["completed_at"] = (
-        record.completed_at.isoformat(timespec="microseconds") if record.completed_at else None
-    )
+    body["accepted_at"] = _timestamp(record.accepted_at)
+    body["completed_at"] = _timestamp(record.completed_at)
     return body
 
 
@@ -196,3 +282,8 @@ def stuck_operations(uow: UnitOfWork, *, older_than_s: float, limit: int) -> lis
         operation_ids = uow.pending_operations(older_than_s=older_than_s, limit=limit)
         uow.commit()
     return operation_ids
+
+
+def due_holds(uow: UnitOfWork, *, limit: int) -> list[str]:
+    with uow:
+        return uow.due_hold_ids(limit=limit)

@@ -6,7 +6,7 @@ import logging
 
 from billing import limits, service
 from billing.adapters.celery_client import TaskQueue
-from billing.ports import TransientError
+from billing.ports import LockBusy, TransientError
 from tasks.celery_app import app
 from tasks.context import event_publisher, services
 
@@ -49,3 +49,22 @@ def resend_pending() -> int:
     if operation_ids:
         log.warning("recovery sweep enqueued %d pending operations again", len(operation_ids))
     return len(operation_ids)
+
+
+@app.task(name="billing.expire_holds", ignore_result=True)
+def expire_holds() -> int:
+    """Expire every active hold whose expires_at has passed, and publish hold.expired."""
+    expired: list[str] = []
+    try:
+        for hold_id in service.due_holds(services().uow(), limit=limits.sweep_batch_size_max):
+            try:
+                event_id = service.expire_hold(hold_id, services().uow())
+            except LockBusy:
+                continue  # its account is busy; the next run, a second from now, expires it
+            if event_id:
+                expired.append(event_id)
+        if expired:
+            service.publish_events(expired, services().uow(), event_publisher())
+    except TransientError as error:
+        log.warning("hold expiry: %s", error)
+    return len(expired)

@@ -52,14 +52,19 @@ class Workers:
 
     def stop_all(self) -> None:
         for process in self.processes:
+            process.terminate()
+        for process in self.processes:
             process.stop()
 
 
 @pytest.fixture(scope="session")
 def workers(settings: Settings) -> Iterator[Workers]:
     pool = Workers(settings)
-    for _ in range(3):
-        pool.start(concurrency=2)
+    for i in range(3):
+        pool.processes.append(stack.start_worker(settings, f"w{i + 1}", 2, wait=False))
+    pool._started = 3
+    for process in pool.processes:
+        stack.wait_ready(process)
     yield pool
     pool.stop_all()
 
@@ -99,3 +104,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("measured")
         for name, value in _METRICS.items():
             terminalreporter.write_line(f"{name}: {value}")
+
+
+@pytest.fixture(scope="session")
+def beat(settings: Settings, workers: Workers) -> Iterator[stack.Process]:
+    """Celery beat for the periodic jobs (hold expiry, outbox relay, recovery sweep)."""
+    process = stack.start_beat(settings)
+    yield process
+    process.stop()

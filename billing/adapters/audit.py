@@ -47,6 +47,19 @@ CHECKS: dict[str, str] = {
         SELECT o.operation_id, o.status FROM operations o
         WHERE o.status <> 'pending'
           AND NOT EXISTS (SELECT 1 FROM outbox x WHERE x.message_id = o.operation_id)""",
+    "held equals the sum of the remaining amounts of the account's active holds": """
+        SELECT a.account_id, a.held,
+               COALESCE(SUM(h.remaining) FILTER (WHERE h.status = 'active'), 0) AS active_holds
+        FROM accounts a LEFT JOIN holds h ON h.account_id = a.account_id
+        WHERE NOT a.is_external
+        GROUP BY a.account_id, a.held
+        HAVING a.held <> COALESCE(SUM(h.remaining) FILTER (WHERE h.status = 'active'), 0)""",
+    "no hold captured beyond its amount": """
+        SELECT hold_id, amount, captured, remaining FROM holds
+        WHERE captured > amount OR captured + remaining > amount""",
+    "a hold is active exactly while money remains on it": """
+        SELECT hold_id, status, remaining FROM holds
+        WHERE (status = 'active') <> (remaining > 0)""",
     "every terminal operation has a ledger sequence number": """
         SELECT operation_id FROM operations WHERE status <> 'pending' AND ledger_seq IS NULL""",
 }

@@ -14,6 +14,16 @@ from billing.ports import TransientError
 
 APPLY_OPERATION_TASK = "billing.apply_operation"
 PUBLISH_EVENTS_TASK = "billing.publish_events"
+SUBMIT_REQUEST_TASK = "billing.submit_request"
+
+# A short retry of a publish that hit a dropped connection; past it the caller
+# gets a TransientError (a 503 from the API) within a few seconds.
+ENQUEUE_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0.1,
+    "interval_step": 0.5,
+    "interval_max": 1.0,
+}
 
 
 def make_celery_app(main: str = "billing") -> Celery:
@@ -30,7 +40,12 @@ class TaskQueue:
 
     def enqueue_operation(self, operation_id: str) -> None:
         try:
-            self._app.send_task(APPLY_OPERATION_TASK, args=[operation_id], retry=True)
+            self._app.send_task(
+                APPLY_OPERATION_TASK,
+                args=[operation_id],
+                retry=True,
+                retry_policy=ENQUEUE_RETRY_POLICY,
+            )
         except (BrokerOperationalError, OSError) as error:
             raise TransientError(f"broker unavailable: {error}") from error
 

@@ -29,6 +29,29 @@ class Topology:
             name("billing.responses"), exchange=self.events, routing_key="#", durable=True
         )
         self.requests = Exchange(name("billing.requests"), type="direct", durable=True)
+        self.requests_dead = Exchange(name("billing.requests.dead"), type="fanout", durable=True)
+        self.requests_dead_queue = Queue(
+            name("billing.requests.dead"),
+            exchange=self.requests_dead,
+            routing_key="#",
+            durable=True,
+            queue_arguments={"x-queue-type": "quorum"},
+        )
+        # Invalid requests are rejected to the dead-letter exchange; a request
+        # that keeps crashing the intake is dead-lettered after the limit.
+        self.requests_queue = Queue(
+            name("billing.requests"),
+            exchange=self.requests,
+            routing_key="operation",
+            durable=True,
+            queue_arguments={
+                "x-queue-type": "quorum",
+                "x-delivery-limit": 20,
+                "x-dead-letter-exchange": self.requests_dead.name,
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+            },
+        )
         self.tasks_dead = Exchange(name("billing.tasks.dead"), type="fanout", durable=True)
         self.tasks_dead_queue = Queue(
             name("billing.tasks.dead"),
@@ -40,7 +63,12 @@ class Topology:
 
     def declare(self, connection: Connection) -> None:
         channel = connection.default_channel
-        for entity in (self.responses, self.tasks_dead_queue):
+        for entity in (
+            self.responses,
+            self.tasks_dead_queue,
+            self.requests_dead_queue,
+            self.requests_queue,
+        ):
             entity.bind(channel).declare()
 
 
@@ -69,6 +97,24 @@ class EventPublisher:
                     )
         except (BrokerOperationalError, OSError) as error:
             raise TransientError(f"could not publish events: {error}") from error
+
+    def dead_letter_request(self, body: bytes, headers: dict[str, Any]) -> None:
+        """Park an intake message that was valid JSON but could not be accepted."""
+        try:
+            with self._producers.acquire(block=True, timeout=10) as producer:
+                producer.publish(
+                    body,
+                    exchange=self._topology.requests_dead,
+                    routing_key="operation",
+                    headers=headers,
+                    delivery_mode=2,
+                    content_type="application/json",
+                    content_encoding="utf-8",
+                    declare=[self._topology.requests_dead_queue],
+                    retry=True,
+                )
+        except (BrokerOperationalError, OSError) as error:
+            raise TransientError(f"could not dead-letter a request: {error}") from error
 
 
 def _encode(body: dict[str, Any]) -> str:

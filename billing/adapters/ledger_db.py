@@ -17,6 +17,8 @@ from billing.adapters.database import translate_error
 from billing.domain import (
     AccountState,
     Bucket,
+    HoldState,
+    HoldStatus,
     NewAccount,
     Operation,
     OperationType,
@@ -55,6 +57,20 @@ def record_from_row(row: Any) -> OperationRecord:
         accepted_at=row.accepted_at,
         completed_at=row.completed_at,
         ledger_seq=row.ledger_seq,
+    )
+
+
+def hold_from_row(row: Any) -> HoldState:
+    return HoldState(
+        hold_id=row.hold_id,
+        account_id=row.account_id,
+        destination_account_id=row.destination_account_id,
+        amount=row.amount,
+        captured=row.captured,
+        remaining=row.remaining,
+        status=HoldStatus(row.status),
+        expires_at=row.expires_at,
+        created_at=row.created_at,
     )
 
 
@@ -315,3 +331,44 @@ class SqlUnitOfWork:
             .returning(operations.c.operation_id)
         )
         return [row.operation_id for row in rows]
+
+    def get_hold(self, hold_id: str, *, for_update: bool = False) -> HoldState | None:
+        query = select(tables.holds).where(tables.holds.c.hold_id == hold_id)
+        if for_update:
+            query = query.with_for_update()
+        row = self.connection.execute(query).first()
+        return hold_from_row(row) if row else None
+
+    def save_hold(self, hold: HoldState, *, new: bool) -> None:
+        holds = tables.holds
+        values = {
+            "captured": hold.captured,
+            "remaining": hold.remaining,
+            "status": hold.status.value,
+        }
+        if new:
+            self.connection.execute(
+                insert(holds).values(
+                    hold_id=hold.hold_id,
+                    account_id=hold.account_id,
+                    destination_account_id=hold.destination_account_id,
+                    amount=hold.amount,
+                    expires_at=hold.expires_at,
+                    created_at=hold.created_at,
+                    **values,
+                )
+            )
+        else:
+            self.connection.execute(
+                update(holds).where(holds.c.hold_id == hold.hold_id).values(**values)
+            )
+
+    def due_hold_ids(self, *, limit: int) -> list[str]:
+        holds = tables.holds
+        rows = self.connection.execute(
+            select(holds.c.hold_id)
+            .where(holds.c.status == "active", holds.c.expires_at <= func.now())
+            .order_by(holds.c.expires_at)
+            .limit(limit)
+        )
+        return [row.hold_id for row in rows]

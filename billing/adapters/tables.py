@@ -44,7 +44,7 @@ accounts = Table(
 operations = Table(
     "operations",
     metadata,
-    Column("operation_id", String(64), primary_key=True),
+    Column("operation_id", String(80), primary_key=True),
     Column("type", String(16), nullable=False),
     Column("status", String(16), nullable=False, server_default=text("'pending'")),
     Column("request", JSONB, nullable=False),
@@ -56,7 +56,7 @@ operations = Table(
     Column("completed_at", DateTime(timezone=True)),
     Column("resent_at", DateTime(timezone=True)),
     CheckConstraint(
-        "type IN ('credit', 'debit', 'transfer', 'hold', 'capture', 'release')",
+        "type IN ('credit', 'debit', 'transfer', 'hold', 'capture', 'release', 'expiry')",
         name="operations_type_known",
     ),
     CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="operations_status_known"),
@@ -72,7 +72,7 @@ entries = Table(
     "entries",
     metadata,
     Column("entry_id", BigInteger, Identity(always=False), primary_key=True),
-    Column("operation_id", String(64), ForeignKey("operations.operation_id"), nullable=False),
+    Column("operation_id", String(80), ForeignKey("operations.operation_id"), nullable=False),
     Column("account_id", String(64), ForeignKey("accounts.account_id"), nullable=False),
     Column("type", String(16), nullable=False),
     Column("bucket", String(8), nullable=False, server_default=text("'posted'")),
@@ -93,4 +93,19 @@ outbox = Table(
     Column("body", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("published_at", DateTime(timezone=True)),
+)
+
+holds = Table(
+    "holds",
+    metadata,
+    Column("hold_id", String(64), ForeignKey("operations.operation_id"), primary_key=True),
+    Column("hold_seq", BigInteger, Identity(always=False), nullable=False, unique=True),
+    Column("account_id", String(64), ForeignKey("accounts.account_id"), nullable=False),
+    Column("destination_account_id", String(64), ForeignKey("accounts.account_id")),
+    Column("amount", BigInteger, nullable=False),
+    Column("captured", BigInteger, nullable=False, server_default=text("0")),
+    Column("remaining", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )

@@ -11,7 +11,8 @@ from sqlalchemy import Engine, select
 
 from billing.adapters import tables
 from billing.adapters.database import translated_errors
-from billing.adapters.ledger_db import record_from_row
+from billing.adapters.ledger_db import hold_from_row, record_from_row
+from billing.domain import HoldState
 from billing.ports import OperationRecord
 
 
@@ -74,3 +75,20 @@ def get_operation(engine: Engine, operation_id: str) -> OperationRecord | None:
             select(operations).where(operations.c.operation_id == operation_id)
         ).first()
     return record_from_row(row) if row else None
+
+
+def list_holds(
+    engine: Engine, account_id: str, status: str | None, limit: int, before_seq: int | None
+) -> tuple[list[HoldState], str | None]:
+    """A page of the account's holds, newest first, and the cursor of the next page."""
+    holds = tables.holds
+    query = select(holds).where(holds.c.account_id == account_id)
+    if status is not None:
+        query = query.where(holds.c.status == status)
+    if before_seq is not None:
+        query = query.where(holds.c.hold_seq < before_seq)
+    query = query.order_by(holds.c.hold_seq.desc()).limit(limit + 1)
+    with translated_errors(), engine.connect() as connection:
+        rows = connection.execute(query).all()
+    next_cursor = str(rows[limit - 1].hold_seq) if len(rows) > limit else None
+    return [hold_from_row(row) for row in rows[:limit]], next_cursor

@@ -59,6 +59,7 @@ def environment(settings: Settings) -> dict[str, str]:
         BILLING_API_TOKENS=",".join(settings.api_tokens),
         BILLING_AMQP_PREFIX=settings.amqp_prefix,
         BILLING_FLOWER_AUTH=settings.flower_auth,
+        BILLING_METRICS_DIR=str(LOGS / f"metrics-{settings.amqp_prefix}"),
         PYTHONUNBUFFERED="1",
     )
     return env
@@ -146,10 +147,15 @@ class Process:
             os.killpg(self.pid, signal.SIGKILL)
         self.popen.wait(timeout=10)
 
+    def terminate(self) -> None:
+        """Ask for a warm shutdown without waiting for it."""
+        if self.alive():
+            self.popen.terminate()
+
     def stop(self) -> None:
         if self.alive():
             try:
-                os.killpg(self.pid, signal.SIGTERM)
+                self.popen.terminate()
                 self.popen.wait(timeout=20)
             except (subprocess.TimeoutExpired, ProcessLookupError):
                 self.kill()
@@ -163,13 +169,11 @@ def start_api(settings: Settings, port: int) -> Process:
     return process
 
 
-def start_worker(settings: Settings, name: str, concurrency: int = 2) -> Process:
+def start_worker(settings: Settings, name: str, concurrency: int = 2, wait: bool = True) -> Process:
     command = [
         sys.executable,
         "-m",
-        "celery",
-        "-A",
-        "tasks",
+        "billing.cli",
         "worker",
         "--concurrency",
         str(concurrency),
@@ -181,12 +185,17 @@ def start_worker(settings: Settings, name: str, concurrency: int = 2) -> Process
         "INFO",
     ]
     process = Process(f"{name}-{settings.amqp_prefix}", command, environment(settings))
-    wait_until(
-        lambda: "ready." in process.log_path.read_text(errors="replace"),
-        60,
-        f"worker {name} to be ready",
-    )
+    if wait:
+        wait_ready(process)
     return process
+
+
+def wait_ready(worker: Process) -> None:
+    wait_until(
+        lambda: "ready." in worker.log_path.read_text(errors="replace"),
+        60,
+        f"{worker.name} to be ready",
+    )
 
 
 def start_beat(settings: Settings) -> Process:
@@ -236,10 +245,16 @@ class Client:
     def submit(self, kind: str, body: dict[str, Any]) -> requests.Response:
         return self.post(f"/v1/{kind}", body)
 
-    def wait(self, operation_id: str, timeout_s: float = 30) -> dict[str, Any]:
+    def wait(
+        self, operation_id: str, timeout_s: float = 30, *, may_be_unknown: bool = False
+    ) -> dict[str, Any]:
+        """The operation once terminal; `may_be_unknown` tolerates a 404 while it is in flight."""
         deadline = time.monotonic() + timeout_s
         while True:
             response = self.get(f"/v1/operations/{operation_id}", params={"wait": 10})
+            if response.status_code == 404 and may_be_unknown and time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
             assert response.status_code == 200, response.text
             body = dict(response.json())
             if body["status"] != "pending" or time.monotonic() > deadline:

@@ -1,0 +1,47 @@
+# One image for every role of the billing service: the API (default command), `billing worker`,
+# `billing beat` and `billing migrate`. Stage 1 builds the project and its dependencies into a
+# virtualenv; the final stage copies only that virtualenv onto python:3.11-slim and runs as a
+# non-root user, so no compiler, source tree or pip cache ships in the image.
+
+FROM python:3.11-slim AS builder
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+WORKDIR /src
+# Only what the package is built from: the tests, the virtualenv and .git stay out of the image.
+COPY pyproject.toml README.md celeryconfig.py ./
+COPY billing/ billing/
+COPY api/ api/
+COPY tasks/ tasks/
+COPY migrations/ migrations/
+# A regular (not editable) install: the migrations package and the celeryconfig module
+# are installed into site-packages, so every `billing` command works without /src.
+RUN pip install . \
+ && billing --help >/dev/null \
+ && python -c "import api, celeryconfig, migrations, tasks"
+
+
+FROM python:3.11-slim
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+
+# A fixed uid and gid, so volume permissions can rely on them.
+RUN groupadd --system --gid 10001 billing \
+ && useradd --system --uid 10001 --gid billing --create-home --home-dir /home/billing \
+      --shell /usr/sbin/nologin billing
+
+COPY --from=builder /opt/venv /opt/venv
+
+# Numeric, so a runtime that checks for non-root (Kubernetes' runAsNonRoot) can verify it.
+USER 10001:10001
+# gunicorn keeps its control socket under $HOME; nothing else is written.
+WORKDIR /home/billing
+
+EXPOSE 8000
+CMD ["billing", "api", "--host", "0.0.0.0"]

@@ -1,0 +1,44 @@
+"""Request metrics and structured request logs for the API, and the `/metrics` scrape."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Blueprint, Flask, Response, g, request
+
+from api.context import services
+from billing import logs
+from billing.adapters import metrics
+
+blp = Blueprint("observability", __name__)
+log = logging.getLogger("billing.api")
+
+
+@blp.get("/metrics")
+def scrape() -> Response:
+    """Prometheus metrics of this machine's API and worker processes."""
+    body, content_type = metrics.render(services().engine)
+    return Response(body, content_type=content_type)
+
+
+def instrument(app: Flask) -> None:
+    @app.before_request
+    def _start_timer() -> None:
+        g.started = time.perf_counter()
+        logs.current_operation_id.set(None)
+
+    @app.after_request
+    def _record(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule else "<unmatched>"
+        elapsed_s = time.perf_counter() - g.get("started", time.perf_counter())
+        metrics.http_requests.labels(request.method, route, str(response.status_code)).inc()
+        metrics.http_latency.labels(request.method, route).observe(elapsed_s)
+        log.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={"status": response.status_code, "duration_ms": round(elapsed_s * 1000, 2)},
+        )
+        return response

@@ -1,0 +1,115 @@
+"""Prometheus metrics of the API and the workers (prometheus-client, multiprocess mode).
+
+gunicorn and the Celery pool run several processes, so every process writes
+its samples to files in one directory per machine (`BILLING_METRICS_DIR`,
+exported as PROMETHEUS_MULTIPROC_DIR before the first import of
+prometheus_client), and a scrape adds them up: the API's `/metrics` and a
+worker's `--metrics-port` both serve the whole machine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, text
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+http_requests = Counter(
+    "billing_http_requests_total",
+    "HTTP requests by route and status",
+    ["method", "route", "status"],
+)
+http_latency = Histogram(
+    "billing_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    buckets=LATENCY_BUCKETS_S,
+)
+operations_accepted = Counter(
+    "billing_operations_accepted_total",
+    "Operations submitted, by type and answer (accepted, repeated, conflict)",
+    ["type", "outcome"],
+)
+operations_completed = Counter(
+    "billing_operations_completed_total",
+    "Operations that reached a terminal status, by type, status and error code",
+    ["type", "status", "error_code"],
+)
+acceptance_to_terminal = Histogram(
+    "billing_operation_acceptance_to_terminal_seconds",
+    "Time from acceptance to terminal status",
+    ["type"],
+    buckets=LATENCY_BUCKETS_S,
+)
+ledger_task_duration = Histogram(
+    "billing_ledger_task_duration_seconds",
+    "Duration of the ledger task",
+    ["type"],
+    buckets=LATENCY_BUCKETS_S,
+)
+lock_busy_retries = Counter(
+    "billing_lock_busy_retries_total", "Ledger tasks retried because an account lock was busy"
+)
+
+
+class OutboxBacklog(Collector):
+    """Events recorded but not yet published, read from the database at scrape time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily("billing_outbox_backlog", "Events waiting to be published")
+        try:
+            with self._engine.connect() as connection:
+                backlog = connection.execute(
+                    text("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                ).scalar_one()
+            gauge.add_metric([], float(backlog))
+        except Exception:
+            gauge.add_metric([], float("nan"))
+        yield gauge
+
+
+def metrics_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+
+def prepare_metrics_dir(path: str, *, wipe: bool) -> str:
+    """Create (and, at the start of a whole stack, empty) the machine's metrics directory."""
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    if wipe:
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+    return str(directory)
+
+
+def render(engine: Engine | None = None) -> tuple[bytes, str]:
+    """The exposition of every process on this machine, and the outbox backlog."""
+    directory = metrics_dir()
+    if directory:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)
+    else:
+        registry = REGISTRY
+    output = generate_latest(registry)
+    if engine is not None:
+        backlog = CollectorRegistry()
+        backlog.register(OutboxBacklog(engine))
+        output += generate_latest(backlog)
+    return output, CONTENT_TYPE_LATEST

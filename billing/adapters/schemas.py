@@ -1,0 +1,282 @@
+"""Marshmallow schemas: the request bodies the API and the AMQP intake accept, and the answers.
+
+Both entrances validate with these same schemas, so a request is refused (or
+accepted) the same way whether it came over HTTP or over `billing.requests`.
+
+Money is strict: amounts are JSON integers only (no floats, strings or
+booleans), and an unknown field is refused, because a typo must not be
+silently ignored where money moves.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+from billing import limits
+from billing.currencies import ISO_4217_CODES
+
+
+class StrictInteger(fields.Integer):
+    """An integer that must arrive as a JSON integer: 10.0, "10" and true are refused."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValidationError("Must be a JSON integer.")
+        return int(super()._deserialize(value, attr, data, **kwargs))
+
+
+class StrictBoolean(fields.Boolean):
+    """A boolean that must arrive as JSON true or false: 1 and "true" are refused."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ValidationError("Must be a JSON boolean.")
+        return value
+
+
+def identifier(**kwargs: Any) -> fields.String:
+    return fields.String(
+        validate=validate.Regexp(
+            limits.identifier_pattern,
+            error="Must be 1 to 64 characters of letters, digits and . _ : -",
+        ),
+        **kwargs,
+    )
+
+
+def amount(**kwargs: Any) -> StrictInteger:
+    return StrictInteger(
+        validate=validate.Range(min=limits.amount_min, max=limits.amount_max), **kwargs
+    )
+
+
+# Deeper metadata is refused: it would only reach the recursion limits of the
+# JSON encoder and PostgreSQL's jsonb, which answer with errors, not values.
+metadata_depth_max = 32
+
+
+class StorableJsonObject(fields.Dict):
+    """A JSON object that PostgreSQL's jsonb can store and give back unchanged.
+
+    jsonb refuses NaN and infinity, the NUL character and unpaired surrogates,
+    and every one of them must be a 422 here rather than a 500 at the insert.
+    """
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        loaded = super()._deserialize(value, attr, data, **kwargs)
+        # Walked with an explicit stack: recursion is what deep input must not exhaust.
+        pending: list[tuple[Any, int]] = [(loaded, 1)]
+        while pending:
+            item, depth = pending.pop()
+            if isinstance(item, dict | list) and depth > metadata_depth_max:
+                raise ValidationError(f"Must not be nested more than {metadata_depth_max} deep.")
+            if isinstance(item, dict):
+                pending.extend((key, depth) for key in item)
+                pending.extend((child, depth + 1) for child in item.values())
+            elif isinstance(item, list):
+                pending.extend((child, depth + 1) for child in item)
+            elif isinstance(item, float) and not math.isfinite(item):
+                raise ValidationError("Must not contain NaN or infinity.")
+            elif isinstance(item, str) and not _storable_text(item):
+                raise ValidationError("Text must be valid Unicode without NUL characters.")
+        return loaded
+
+
+def _storable_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # an unpaired surrogate, e.g. from "\ud800" in the JSON
+        return False
+    return "\x00" not in text
+
+
+class StrictSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class AccountCreateSchema(StrictSchema):
+    account_id = identifier(required=True)
+    currency = fields.String(
+        required=True,
+        validate=validate.OneOf(
+            sorted(ISO_4217_CODES), error="Must be an upper-case ISO 4217 currency code."
+        ),
+        metadata={"example": "USD"},
+    )
+    overdraft_limit = StrictInteger(
+        load_default=0, validate=validate.Range(min=0, max=limits.overdraft_limit_max)
+    )
+    metadata = StorableJsonObject(keys=fields.String(), load_default=dict)
+
+
+class AccountSchema(Schema):
+    account_id = fields.String(required=True)
+    currency = fields.String(required=True)
+    posted = fields.Integer(required=True)
+    held = fields.Integer(required=True)
+    available = fields.Integer(required=True)
+    overdraft_limit = fields.Integer(required=True)
+    metadata = fields.Dict(required=True)
+    created_at = fields.String(required=True)
+
+
+class PageQuerySchema(StrictSchema):
+    limit = fields.Integer(
+        load_default=limits.page_size_default,
+        validate=validate.Range(min=1, max=limits.page_size_max),
+    )
+    cursor = fields.String(
+        load_default=None, validate=validate.Regexp(r"^[0-9]{1,19}\Z", error="Not a valid cursor.")
+    )
+
+
+class EntrySchema(Schema):
+    entry_id = fields.Integer(required=True)
+    operation_id = fields.String(required=True)
+    type = fields.String(required=True)
+    bucket = fields.String(required=True, metadata={"description": "posted or held"})
+    amount = fields.Integer(required=True, metadata={"description": "signed, minor units"})
+    posted_after = fields.Integer(allow_none=True)
+    held_after = fields.Integer(allow_none=True)
+    created_at = fields.String(required=True)
+
+
+class EntryPageSchema(Schema):
+    items = fields.List(fields.Nested(EntrySchema), required=True)
+    next_cursor = fields.String(allow_none=True, required=True)
+
+
+class CreditSchema(StrictSchema):
+    operation_id = identifier(required=True)
+    account_id = identifier(required=True)
+    amount = amount(required=True)
+
+
+class DebitSchema(CreditSchema):
+    pass
+
+
+class TransferSchema(StrictSchema):
+    operation_id = identifier(required=True)
+    source_account_id = identifier(required=True)
+    destination_account_id = identifier(required=True)
+    amount = amount(required=True)
+
+
+class ErrorDetailSchema(Schema):
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+    details = fields.Dict()
+
+
+class ErrorSchema(Schema):
+    error = fields.Nested(ErrorDetailSchema, required=True)
+
+
+class OperationErrorSchema(Schema):
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+
+
+class BalanceSchema(Schema):
+    posted = fields.Integer(required=True)
+    held = fields.Integer(required=True)
+    available = fields.Integer(required=True)
+
+
+class OperationSchema(Schema):
+    operation_id = fields.String(required=True)
+    type = fields.String(required=True)
+    status = fields.String(required=True, metadata={"enum": ["pending", "succeeded", "failed"]})
+    request = fields.Dict(required=True)
+    error = fields.Nested(OperationErrorSchema, allow_none=True, required=True)
+    balances = fields.Dict(keys=fields.String(), values=fields.Nested(BalanceSchema))
+    accepted_at = fields.String(required=True)
+    completed_at = fields.String(allow_none=True, required=True)
+
+
+class WaitQuerySchema(StrictSchema):
+    wait = fields.Float(
+        load_default=0,
+        allow_nan=False,
+        validate=validate.Range(min=0, max=limits.operation_wait_max_s),
+    )
+
+
+class HoldCreateSchema(StrictSchema):
+    operation_id = identifier(required=True)
+    account_id = identifier(required=True)
+    amount = amount(required=True)
+    destination_account_id = identifier(
+        metadata={"description": "makes the hold a two-phase transfer to this account"}
+    )
+    expires_in = StrictInteger(
+        validate=validate.Range(min=limits.hold_expires_in_min_s, max=limits.hold_expires_in_max_s),
+        metadata={"description": "seconds from when the hold applies until it expires"},
+    )
+
+
+class CaptureSchema(StrictSchema):
+    operation_id = identifier(required=True)
+    amount = amount(metadata={"description": "default: the remaining amount of the hold"})
+    final = StrictBoolean(metadata={"description": "release the rest (default true)"})
+
+
+class ReleaseSchema(StrictSchema):
+    operation_id = identifier(required=True)
+
+
+class HoldSchema(Schema):
+    hold_id = fields.String(required=True)
+    account_id = fields.String(required=True)
+    destination_account_id = fields.String(allow_none=True, required=True)
+    amount = fields.Integer(required=True)
+    captured = fields.Integer(required=True)
+    remaining = fields.Integer(required=True)
+    status = fields.String(
+        required=True, metadata={"enum": ["active", "captured", "released", "expired"]}
+    )
+    expires_at = fields.String(allow_none=True, required=True)
+    created_at = fields.String(required=True)
+
+
+class HoldPageSchema(Schema):
+    items = fields.List(fields.Nested(HoldSchema), required=True)
+    next_cursor = fields.String(allow_none=True, required=True)
+
+
+class HoldQuerySchema(PageQuerySchema):
+    status = fields.String(
+        load_default=None, validate=validate.OneOf(["active", "captured", "released", "expired"])
+    )
+
+
+class IntakeCaptureSchema(CaptureSchema):
+    hold_id = identifier(required=True)
+
+
+class IntakeReleaseSchema(ReleaseSchema):
+    hold_id = identifier(required=True)
+
+
+_INTAKE_SCHEMAS: dict[str, type[Schema]] = {
+    "credit": CreditSchema,
+    "debit": DebitSchema,
+    "transfer": TransferSchema,
+    "hold": HoldCreateSchema,
+    "capture": IntakeCaptureSchema,
+    "release": IntakeReleaseSchema,
+}
+
+
+def intake_schema(operation_type: str) -> Schema | None:
+    """The schema of an operation type as published to `billing.requests` (with `hold_id`)."""
+    schema = _INTAKE_SCHEMAS.get(operation_type)
+    return schema() if schema else None

@@ -1,0 +1,130 @@
+"""The AMQP intake: operations published as JSON to `billing.requests`, consumed by the worker.
+
+A consumer bootstep in the worker's main process validates each message with
+the same schemas as the HTTP API. A valid one is handed to the
+`submit_request` task (confirmed publish, then ack), which records and
+applies it like an HTTP request. An invalid one is answered with a
+`request.rejected` event and rejected to `billing.requests.dead`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+from celery import Task, bootsteps
+from kombu import Consumer, Message
+
+from billing import service
+from billing.adapters.celery_client import SUBMIT_REQUEST_TASK
+from billing.adapters.events import Topology
+from billing.adapters.schemas import intake_schema
+from billing.domain import Operation, OperationType
+from billing.ports import Event, TransientError
+from billing.service import Acceptance
+from tasks.celery_app import app
+from tasks.context import event_publisher, services
+from tasks.ledger import apply_and_publish, retry_countdown_s
+
+log = logging.getLogger(__name__)
+
+INTAKE_PREFETCH = 64
+
+
+def parse_request(body: bytes | str) -> tuple[str, dict[str, Any]] | dict[str, Any]:
+    """(type, validated fields) for a good message, or the error for a bad one."""
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        return {"code": "validation_error", "message": "The message is not JSON."}
+    if not isinstance(message, dict):
+        return {"code": "validation_error", "message": "The message must be a JSON object."}
+    fields = dict(message)
+    kind = fields.pop("type", None)
+    schema = intake_schema(kind) if isinstance(kind, str) else None
+    if schema is None:
+        return {
+            "code": "validation_error",
+            "message": "The request is not valid.",
+            "details": {"type": [f"Must be one of: {', '.join(t.value for t in INTAKE_TYPES)}."]},
+        }
+    errors = schema.validate(fields)
+    if errors:
+        return {
+            "code": "validation_error",
+            "message": "The request is not valid.",
+            "details": errors,
+        }
+    return str(kind), schema.load(fields)
+
+
+INTAKE_TYPES = [t for t in OperationType if t is not OperationType.expiry]
+
+
+def rejection_event(error: dict[str, Any], body: bytes | str) -> Event:
+    raw = body.encode() if isinstance(body, str) else body
+    try:
+        original: Any = json.loads(raw)
+    except (ValueError, RecursionError):
+        original = raw.decode("utf-8", errors="replace")
+    digest = hashlib.sha256(raw).hexdigest()[:32]
+    return Event(
+        message_id=f"rejected:{digest}",
+        routing_key="request.rejected",
+        body={"error": error, "message": original, "schema_version": 1},
+    )
+
+
+class RequestIntake(bootsteps.ConsumerStep):  # type: ignore[misc]
+    """Consumes `billing.requests` inside the worker."""
+
+    def get_consumers(self, channel: Any) -> list[Consumer]:
+        topology = Topology(services().settings)
+        consumer = Consumer(
+            channel,
+            queues=[topology.requests_queue],
+            on_message=self.on_message,
+            no_ack=False,
+            prefetch_count=INTAKE_PREFETCH,
+        )
+        return [consumer]
+
+    def on_message(self, message: Message) -> None:
+        parsed = parse_request(message.body)
+        if isinstance(parsed, dict):
+            log.warning(
+                "intake: rejected a request: %s", parsed.get("details") or parsed["message"]
+            )
+            event_publisher().publish([rejection_event(parsed, message.body)])
+            message.reject(requeue=False)
+            return
+        kind, fields = parsed
+        app.send_task(SUBMIT_REQUEST_TASK, args=[kind, fields])
+        message.ack()
+
+
+app.steps["consumer"].add(RequestIntake)
+
+
+@app.task(bind=True, name=SUBMIT_REQUEST_TASK, max_retries=None)
+def submit_request(self: Task, kind: str, fields: dict[str, Any]) -> str:
+    """Record an operation that came over AMQP, then apply it like the ledger task does."""
+    request = dict(fields)
+    operation = Operation(request.pop("operation_id"), OperationType(kind), request)
+    try:
+        outcome, _ = service.accept_operation(operation, services().uow())
+    except TransientError as error:
+        raise self.retry(countdown=retry_countdown_s(self.request.retries), exc=error) from error
+    if outcome is Acceptance.conflict:
+        conflict = {
+            "code": "idempotency_conflict",
+            "message": f"operation {operation.operation_id} was submitted with another body",
+        }
+        original = json.dumps({"type": kind, **fields}).encode()
+        publisher = event_publisher()
+        publisher.publish([rejection_event(conflict, original)])
+        publisher.dead_letter_request(original, {"x-rejection": "idempotency_conflict"})
+        return "conflict"
+    return apply_and_publish(self, operation.operation_id)

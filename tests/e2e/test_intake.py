@@ -1,0 +1,179 @@
+"""The AMQP intake: operations published to `billing.requests` are handled like HTTP ones."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from kombu import Connection, Exchange, Producer, Queue
+
+from billing.config import Settings
+from tests.support.stack import Client, EventLog, wait_until
+
+
+def publish(settings: Settings, body: bytes | str) -> None:
+    exchange = Exchange(settings.amqp_name("billing.requests"), type="direct", durable=True)
+    with Connection(settings.broker_url, transport_options={"confirm_publish": True}) as connection:
+        Producer(connection.channel()).publish(
+            body,
+            exchange=exchange,
+            routing_key="operation",
+            content_type="application/json",
+            delivery_mode=2,
+        )
+
+
+def take_dead_requests(settings: Settings) -> list[bytes]:
+    queue = Queue(
+        settings.amqp_name("billing.requests.dead"),
+        durable=True,
+        queue_arguments={"x-queue-type": "quorum"},
+    )
+    bodies = []
+    with Connection(settings.broker_url) as connection:
+        bound = queue(connection.channel())
+        while (message := bound.get(no_ack=False)) is not None:
+            bodies.append(message.body)
+            message.ack()
+    return bodies
+
+
+def test_operations_published_to_the_intake_are_applied_and_published(
+    settings: Settings, client: Client, events: EventLog, new_id: Any
+) -> None:
+    alice, bob = new_id("alice"), new_id("bob")
+    client.create_account(alice)
+    client.create_account(bob)
+    credit, transfer, hold, capture = new_id("c"), new_id("t"), new_id("h"), new_id("k")
+    publish(
+        settings,
+        json.dumps({"type": "credit", "operation_id": credit, "account_id": alice, "amount": 1000}),
+    )
+    assert client.wait(credit, may_be_unknown=True)["status"] == "succeeded"
+    publish(
+        settings,
+        json.dumps(
+            {
+                "type": "transfer",
+                "operation_id": transfer,
+                "source_account_id": alice,
+                "destination_account_id": bob,
+                "amount": 300,
+            }
+        ),
+    )
+    publish(
+        settings,
+        json.dumps({"type": "hold", "operation_id": hold, "account_id": alice, "amount": 200}),
+    )
+    assert client.wait(transfer, may_be_unknown=True)["status"] == "succeeded"
+    assert client.wait(hold, may_be_unknown=True)["status"] == "succeeded"
+    publish(
+        settings,
+        json.dumps({"type": "capture", "operation_id": capture, "hold_id": hold, "amount": 50}),
+    )
+    outcome = client.wait(capture, may_be_unknown=True)
+    assert outcome["status"] == "succeeded"
+    assert outcome["request"] == {"hold_id": hold, "amount": 50}
+    assert client.account(alice)["posted"] == 650
+    seen = events.wait_for([credit, transfer, hold, capture])
+    assert seen[capture][0]["routing_key"] == "operation.capture.succeeded"
+
+
+def test_a_repeat_over_the_intake_is_applied_once(
+    settings: Settings, client: Client, new_id: Any
+) -> None:
+    alice = new_id("alice")
+    client.create_account(alice)
+    credit = new_id("c")
+    body = json.dumps({"type": "credit", "operation_id": credit, "account_id": alice, "amount": 5})
+    for _ in range(3):
+        publish(settings, body)
+    assert client.wait(credit, may_be_unknown=True)["status"] == "succeeded"
+    repeat = client.submit("credits", {"operation_id": credit, "account_id": alice, "amount": 5})
+    assert repeat.status_code == 200
+    wait_until(lambda: client.account(alice)["posted"] == 5, 10, "the credit")
+    entries = client.get(f"/v1/accounts/{alice}/entries").json()["items"]
+    assert len(entries) == 1
+
+
+INVALID = {
+    "not-json": b"{nope",
+    "not-an-object": b"[1, 2]",
+    "unknown-type": b'{"type": "refund", "operation_id": "x1", "account_id": "a", "amount": 1}',
+    "no-type": b'{"operation_id": "x2", "account_id": "a", "amount": 1}',
+    "float-amount": b'{"type": "credit", "operation_id": "x3", "account_id": "a", "amount": 1.0}',
+    "missing-field": b'{"type": "transfer", "operation_id": "x4", "amount": 1}',
+    "unknown-field": b'{"type": "debit", "operation_id": "x5", "account_id": "a", "amount": 1, '
+    b'"currency": "USD"}',
+    "bad-id": b'{"type": "credit", "operation_id": "no spaces", "account_id": "a", "amount": 1}',
+    "capture-without-hold": b'{"type": "capture", "operation_id": "x6"}',
+}
+
+
+@pytest.mark.parametrize("kind", list(INVALID))
+def test_an_invalid_intake_message_is_rejected_with_an_event_and_dead_lettered(
+    kind: str, settings: Settings, client: Client, events: EventLog, new_id: Any
+) -> None:
+    marker = new_id("marker")
+    body = INVALID[kind]
+    if body.startswith(b"{") and body.endswith(b"}"):
+        body = body[:-1] + f', "marker": "{marker}"}}'.encode()
+    publish(settings, body)
+    dead: list[bytes] = []
+    wait_until(
+        lambda: bool(dead.extend(take_dead_requests(settings)) or body in dead),
+        20,
+        f"the {kind} message in billing.requests.dead",
+        interval_s=0.3,
+    )
+
+    try:
+        original: Any = json.loads(body)
+    except ValueError:
+        original = body.decode()
+
+    def rejected() -> list[dict[str, Any]]:
+        events.drain()
+        return [
+            m
+            for m in events.messages
+            if m["routing_key"] == "request.rejected" and m["body"]["message"] == original
+        ]
+
+    wait_until(lambda: bool(rejected()), 20, "the request.rejected event")
+    assert rejected()[0]["body"]["error"]["code"] == "validation_error"
+    account = new_id("acct")
+    client.create_account(account)
+    good = new_id("good")
+    publish(
+        settings,
+        json.dumps({"type": "credit", "operation_id": good, "account_id": account, "amount": 3}),
+    )
+    assert client.wait(good, may_be_unknown=True)["status"] == "succeeded"
+
+
+def test_an_intake_message_reusing_an_id_with_another_body_is_rejected(
+    settings: Settings, client: Client, events: EventLog, new_id: Any
+) -> None:
+    alice = new_id("alice")
+    client.create_account(alice)
+    credit = new_id("c")
+    client.run("credits", {"operation_id": credit, "account_id": alice, "amount": 5})
+    other = {"type": "credit", "operation_id": credit, "account_id": alice, "amount": 6}
+    publish(settings, json.dumps(other))
+
+    def conflict() -> bool:
+        events.drain()
+        return any(
+            m["routing_key"] == "request.rejected"
+            and m["body"]["error"]["code"] == "idempotency_conflict"
+            and m["body"]["message"].get("operation_id") == credit
+            for m in events.messages
+        )
+
+    wait_until(conflict, 20, "the idempotency_conflict rejection")
+    assert client.account(alice)["posted"] == 5
+    dead = [json.loads(b) for b in take_dead_requests(settings)]
+    assert any(d.get("operation_id") == credit for d in dead)

@@ -1,0 +1,129 @@
+"""`billing audit` on a database of its own: passes on a sound ledger, finds each corruption."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from billing import service
+from billing.adapters.ledger_db import SqlUnitOfWork
+from billing.config import Settings
+from billing.domain import NewAccount, Operation, OperationType
+from tests.support import stack
+
+
+@pytest.fixture
+def ledger() -> Iterator[tuple[Settings, Any]]:
+    """A fresh database with a little history applied through the service layer."""
+    settings = stack.make_settings()
+    stack.prepare_database(settings)
+    engine = stack.engine_for(settings)
+    for account in ("alice", "bob"):
+        service.open_account(NewAccount(account, "USD"), SqlUnitOfWork(engine))
+    steps = [
+        ("c1", OperationType.credit, {"account_id": "alice", "amount": 1000}),
+        (
+            "t1",
+            OperationType.transfer,
+            {"source_account_id": "alice", "destination_account_id": "bob", "amount": 300},
+        ),
+        ("d1", OperationType.debit, {"account_id": "bob", "amount": 301}),
+        ("h1", OperationType.hold, {"account_id": "alice", "amount": 200}),
+        ("k1", OperationType.capture, {"hold_id": "h1", "amount": 50, "final": False}),
+    ]
+    for operation_id, kind, request in steps:
+        service.accept_operation(Operation(operation_id, kind, request), SqlUnitOfWork(engine))
+        service.apply_operation(operation_id, SqlUnitOfWork(engine))
+    yield settings, engine
+    engine.dispose()
+    stack.drop_database(settings)
+
+
+def audit(settings: Settings) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "billing.cli", "audit"],
+        env=stack.environment(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def corrupt(engine: Any, statement: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(text(statement))
+
+
+def test_audit_passes_on_a_ledger_written_by_the_service(ledger: tuple[Settings, Any]) -> None:
+    result = audit(ledger[0])
+    assert result.returncode == 0, result.stderr
+    assert "audit passed" in result.stdout
+
+
+def test_audit_finds_a_corrupted_balance_row_and_exits_1(ledger: tuple[Settings, Any]) -> None:
+    settings, engine = ledger
+    corrupt(engine, "UPDATE accounts SET posted = posted + 1 WHERE account_id = 'bob'")
+    result = audit(settings)
+    assert result.returncode == 1
+    assert "posted equals the sum of the account's posted entries" in result.stderr
+    assert "'bob'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("statement", "invariant"),
+    [
+        (
+            "UPDATE accounts SET held = held + 5 WHERE account_id = 'alice'",
+            "held equals the sum of the remaining amounts of the account's active holds",
+        ),
+        (
+            "UPDATE holds SET remaining = remaining + 1000, amount = amount + 1000",
+            "held equals the sum of the remaining amounts of the account's active holds",
+        ),
+        (
+            "DELETE FROM entries WHERE operation_id = 'c1' AND account_id LIKE '@%'",
+            "for each currency the posted entries of all accounts sum to zero",
+        ),
+        (
+            "DELETE FROM outbox WHERE message_id = 't1'",
+            "every terminal operation has its outcome recorded for publishing",
+        ),
+        (
+            "DELETE FROM entries WHERE operation_id = 't1'",
+            "every succeeded operation has its entries",
+        ),
+        (
+            "UPDATE operations SET status = 'failed', error_code = 'insufficient_funds' "
+            "WHERE operation_id = 'c1'",
+            "no failed or pending operation has entries",
+        ),
+        (
+            "ALTER TABLE accounts DROP CONSTRAINT accounts_available_above_floor; "
+            "UPDATE accounts SET posted = -5 WHERE account_id = 'bob'",
+            "no available below the overdraft floor",
+        ),
+    ],
+    ids=["held", "hold-remaining", "currency-sum", "outbox", "entries", "failed-entries", "floor"],
+)
+def test_audit_finds_each_kind_of_corruption(
+    ledger: tuple[Settings, Any], statement: str, invariant: str
+) -> None:
+    settings, engine = ledger
+    corrupt(engine, statement)
+    result = audit(settings)
+    assert result.returncode == 1
+    assert invariant in result.stderr, result.stderr
+
+
+def test_the_database_itself_refuses_a_balance_below_the_floor(
+    ledger: tuple[Settings, Any],
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    with pytest.raises(IntegrityError, match="accounts_available_above_floor"):
+        corrupt(ledger[1], "UPDATE accounts SET posted = -1 WHERE account_id = 'bob'")
