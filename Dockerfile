@@ -1,7 +1,8 @@
 # One image for every role of the billing service: the API (default command), `billing worker`,
-# `billing beat` and `billing migrate`. Stage 1 builds the project and its dependencies into a
-# virtualenv; the final stage copies only that virtualenv onto python:3.11-slim and runs as a
-# non-root user, so no compiler, source tree or pip cache ships in the image.
+# `billing beat`, `billing flower` and `billing migrate`. Stage 1 builds the project and its
+# dependencies into a virtualenv; the final stage copies only that virtualenv onto
+# python:3.11-slim and runs as a non-root user, so no compiler, source tree or pip cache ships in
+# the image. .dockerignore keeps the virtualenv, .git, caches and test logs out of the context.
 
 FROM python:3.11-slim AS builder
 
@@ -40,8 +41,10 @@ COPY --from=builder /opt/venv /opt/venv
 
 # Numeric, so a runtime that checks for non-root (Kubernetes' runAsNonRoot) can verify it.
 USER 10001:10001
-# gunicorn keeps its control socket under $HOME; nothing else is written.
+# gunicorn keeps its control socket under $HOME; the only other files written are the
+# metrics samples, under /tmp (BILLING_METRICS_DIR, a tmpfs in docker-compose.yml).
 WORKDIR /home/billing
 
-EXPOSE 8000
+# The API, Flower, and a worker's `--metrics-port` as docker-compose.yml uses them.
+EXPOSE 8000 5555 9101
 CMD ["billing", "api", "--host", "0.0.0.0"]

@@ -5,19 +5,29 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, Flask, Response, g, request
+from flask import Flask, Response, g, request
+from flask_smorest import Blueprint
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.context import services
 from billing import logs
 from billing.adapters import metrics
 
-blp = Blueprint("observability", __name__)
+blp = Blueprint("observability", __name__, description="Prometheus metrics (no token needed)")
 log = logging.getLogger("billing.api")
 
 
-@blp.get("/metrics")
+@blp.route("/metrics", methods=["GET"])
+@blp.response(
+    200,
+    {"type": "string"},
+    content_type=CONTENT_TYPE_LATEST,
+    description="The Prometheus text exposition",
+    example="billing_operations_completed_total"
+    '{type="transfer",status="succeeded",error_code=""} 42.0\n',
+)
 def scrape() -> Response:
-    """Prometheus metrics of this machine's API and worker processes."""
+    """Prometheus metrics of this machine's API and worker processes, and the outbox backlog."""
     body, content_type = metrics.render(services().engine)
     return Response(body, content_type=content_type)
 

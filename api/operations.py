@@ -14,16 +14,19 @@ from api.errors import ApiError
 from billing import limits, logs
 from billing.adapters import metrics, views
 from billing.adapters.schemas import (
+    BatchResultSchema,
+    BatchSchema,
     CreditSchema,
     DebitSchema,
     ErrorSchema,
     OperationSchema,
     TransferSchema,
     WaitQuerySchema,
+    parse_operation,
 )
 from billing.domain import Operation, OperationType, Status
 from billing.ports import OperationRecord
-from billing.service import Acceptance, accept_operation, render_operation
+from billing.service import Acceptance, accept_operation, accept_operations, render_operation
 
 blp = Blueprint("operations", __name__, url_prefix="/v1", description="Operations")
 
@@ -44,7 +47,7 @@ def submit(operation_type: OperationType, body: dict[str, Any]) -> tuple[dict[st
     if outcome is Acceptance.accepted:
         # Recorded before it is enqueued: if the enqueue fails the client gets
         # a 503, and the recovery sweep enqueues the recorded operation later.
-        services().task_queue.enqueue_operation(operation.operation_id)
+        services().enqueuer.enqueue(operation.operation_id)
         return render_operation(record), 202
     return render_operation(record), 200
 
@@ -78,6 +81,74 @@ def register_operation_route(
 register_operation_route(blp, "/credits", OperationType.credit, CreditSchema)
 register_operation_route(blp, "/debits", OperationType.debit, DebitSchema)
 register_operation_route(blp, "/transfers", OperationType.transfer, TransferSchema)
+
+
+@blp.route("/operations/batch", methods=["POST"])
+@blp.arguments(BatchSchema)
+@blp.response(202, BatchResultSchema, description="Every item with its own result")
+@blp.alt_response(422, schema=ErrorSchema, description="validation_error of the batch itself")
+def submit_batch(body: dict[str, Any]) -> dict[str, Any]:
+    """Submit up to 1,000 operations of any type at once.
+
+    The operations are independent: each is validated, recorded and applied on
+    its own terms and gets its own result (accepted, repeated,
+    idempotency_conflict or validation_error) and outcome. The valid ones are
+    recorded together, in one transaction, before the answer.
+    """
+    parsed = [parse_operation(item) for item in body["operations"]]
+    operations = [
+        Operation(fields.pop("operation_id"), OperationType(kind), fields)
+        for kind, fields in (p for p in parsed if isinstance(p, tuple))
+    ]
+    accepted = accept_operations(operations, services().uow()) if operations else []
+    fresh = [
+        record.operation.operation_id
+        for outcome, record in accepted
+        if outcome is Acceptance.accepted
+    ]
+    for start in range(0, len(fresh), limits.enqueue_group_size_max):
+        services().task_queue.enqueue_operations(
+            fresh[start : start + limits.enqueue_group_size_max]
+        )
+    results = iter(accepted)
+    items = []
+    for raw, item in zip(body["operations"], parsed, strict=True):
+        if isinstance(item, dict):
+            operation_id = raw.get("operation_id") if isinstance(raw, dict) else None
+            items.append(
+                {
+                    "operation_id": operation_id if isinstance(operation_id, str) else None,
+                    "result": "validation_error",
+                    "operation": None,
+                    "error": item,
+                }
+            )
+            continue
+        outcome, record = next(results)
+        metrics.operations_accepted.labels(record.operation.type.value, outcome.value).inc()
+        items.append(_batch_item(outcome, record))
+    return {"items": items}
+
+
+def _batch_item(outcome: Acceptance, record: OperationRecord) -> dict[str, Any]:
+    operation_id = record.operation.operation_id
+    if outcome is Acceptance.conflict:
+        error = {
+            "code": "idempotency_conflict",
+            "message": f"operation {operation_id} was already submitted with another body",
+        }
+        return {
+            "operation_id": operation_id,
+            "result": "idempotency_conflict",
+            "operation": None,
+            "error": error,
+        }
+    return {
+        "operation_id": operation_id,
+        "result": outcome.value,
+        "operation": render_operation(record),
+        "error": None,
+    }
 
 
 @blp.route("/operations/<operation_id>")

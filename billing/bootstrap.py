@@ -10,7 +10,8 @@ from functools import cached_property
 
 from sqlalchemy import Engine
 
-from billing.adapters.celery_client import TaskQueue, make_celery_app
+from billing import limits
+from billing.adapters.celery_client import GroupingEnqueuer, TaskQueue, make_celery_app
 from billing.adapters.database import make_engine
 from billing.adapters.ledger_db import SqlUnitOfWork
 from billing.config import Settings
@@ -28,6 +29,14 @@ class Services:
     @cached_property
     def task_queue(self) -> TaskQueue:
         return TaskQueue(make_celery_app())
+
+    @cached_property
+    def enqueuer(self) -> GroupingEnqueuer:
+        return GroupingEnqueuer(
+            self.task_queue,
+            limits.enqueue_group_window_ms / 1000,
+            limits.enqueue_group_size_max,
+        )
 
     def uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine)

@@ -259,5 +259,14 @@ def _require_tokens() -> None:
         )
 
 
+from billing.bench import bench  # noqa: E402
+
+main.add_command(bench)
+
+
+from billing.dead_letters_cli import dead_letters  # noqa: E402
+
+main.add_command(dead_letters)
+
 if __name__ == "__main__":
     main()

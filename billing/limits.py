@@ -44,3 +44,20 @@ outbox_publish_batch_max = 500
 hold_expiry_interval_s = 1
 outbox_relay_interval_s = 2
 pending_sweep_interval_s = 10
+
+# The most operations one batch request carries, and one ledger transaction applies.
+batch_size_max = 1_000
+# The API groups the single operations that arrive within this window into one
+# ledger task, up to this many.
+enqueue_group_window_ms = 2
+enqueue_group_size_max = 100
+
+# `billing dead-letters` holds every message it has looked at unacknowledged
+# until the run ends (so it never sees one twice and loses none if it dies),
+# so one run looks at no more than this many messages.
+dead_letter_scan_max = 10_000
+dead_letter_list_default = 100
+dead_letter_body_preview_chars = 200
+dead_letter_confirm_timeout_s = 30
+dead_letter_progress_every = 100
+dead_letter_give_back_wait_max_s = 5

@@ -9,9 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from billing.domain import AccountState, HoldState, NewAccount, Operation, Posting
+from billing.domain import AccountState, HoldState, NewAccount, Operation
+
+if TYPE_CHECKING:
+    from billing.batch import Entry
 
 
 class TransientError(Exception):
@@ -63,28 +66,37 @@ class UnitOfWork(Protocol):
 
     def get_accounts(self, account_ids: list[str]) -> dict[str, AccountState]: ...
 
-    def post(self, operation: Operation, postings: list[Posting]) -> dict[str, AccountState]:
-        """Write the entries and move the balances; return the accounts after."""
+    def get_operations(
+        self, operation_ids: list[str], for_update: bool = False
+    ) -> dict[str, OperationRecord]: ...
 
-    def complete_operation(
-        self,
-        operation_id: str,
-        *,
-        status: str,
-        error: tuple[str, str] | None,
-        balances: dict[str, dict[str, int]] | None,
-        completed_at: datetime,
-    ) -> int:
-        """Store the terminal status and outcome; return the ledger sequence number."""
+    def get_holds(self, hold_ids: list[str], for_update: bool = False) -> dict[str, HoldState]: ...
 
-    def add_event(self, event: Event) -> None:
-        """Record an event in the outbox, in this transaction."""
+    def next_ledger_seqs(self, count: int) -> list[int]:
+        """Ledger sequence numbers, ascending, taken while the locks are held."""
+
+    def move_balances(self, moves: dict[str, tuple[int, int]]) -> dict[str, AccountState]:
+        """Move client balances by (posted, held); return the accounts after."""
+
+    def insert_entries(self, entries: list[Entry], created_at: datetime) -> None: ...
+
+    def save_holds(self, new: list[HoldState], changed: list[HoldState]) -> None: ...
+
+    def complete_operations(self, records: list[OperationRecord]) -> None:
+        """Store each operation's terminal status, outcome and ledger sequence number."""
+
+    def add_events(self, events: list[Event]) -> None:
+        """Record events in the outbox, in this transaction."""
 
     def unpublished_event_ids(self, message_ids: list[str]) -> list[str]: ...
 
     def create_account(self, account: NewAccount) -> tuple[dict[str, Any], bool]: ...
 
     def insert_operation(self, operation: Operation) -> tuple[OperationRecord, bool]: ...
+
+    def insert_operations(
+        self, operations: list[Operation]
+    ) -> tuple[dict[str, OperationRecord], set[str]]: ...
 
     def claim_unpublished_events(
         self, message_ids: list[str] | None, *, older_than_s: float, limit: int
@@ -97,8 +109,6 @@ class UnitOfWork(Protocol):
         """Pending operations not (re)sent for a while, marked as sent now."""
 
     def get_hold(self, hold_id: str, *, for_update: bool = False) -> HoldState | None: ...
-
-    def save_hold(self, hold: HoldState, *, new: bool) -> None: ...
 
     def due_hold_ids(self, *, limit: int) -> list[str]:
         """Active holds whose expires_at has passed, oldest first."""

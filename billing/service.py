@@ -3,29 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from billing import holds, limits
+from billing.batch import BatchApplier
 from billing.domain import (
-    AccountState,
-    Failure,
     HoldState,
     HoldStatus,
     NewAccount,
     Operation,
     OperationType,
     Status,
-    Success,
-    apply_postings,
-    assert_balanced,
     expiry_operation_id,
 )
 from billing.holds import hold_account_ids
 from billing.ports import Event, EventPublisher, OperationRecord, TransientError, UnitOfWork
-from billing.rules import decide, involved_account_ids
+from billing.rules import involved_account_ids
 
 Clock = Callable[[], datetime]
 
@@ -46,51 +42,114 @@ class Applied:
 
 
 def apply_operation(operation_id: str, uow: UnitOfWork, clock: Clock = utc_now) -> Applied:
-    """Apply an accepted operation exactly once, under the locks of its accounts.
+    """Apply one accepted operation exactly once (a batch of one)."""
+    return apply_operations([operation_id], uow, clock)[0]
 
-    Safe to call any number of times for the same id: the status is checked
-    again after the locks are taken, and a terminal operation is left alone.
+
+def apply_operations(
+    operation_ids: list[str], uow: UnitOfWork, clock: Clock = utc_now
+) -> list[Applied]:
+    """Apply accepted operations exactly once, in order, in one transaction.
+
+    Every involved account is locked first (in a fixed order, so batches
+    never deadlock); each operation's status is checked again under the
+    locks, so a terminal one is left alone and any number of deliveries of
+    the same ids apply each operation once.
     """
+    ids = list(dict.fromkeys(operation_ids))
     for _ in range(limits.lock_set_attempts_max):
         try:
-            return _apply_once(operation_id, uow, clock)
+            return _apply_batch(ids, uow, clock)
         except _LocksChanged:
             continue
-    raise TransientError(f"operation {operation_id}: its hold kept changing under the locks")
+    raise TransientError(f"operations {ids[:3]}...: their holds kept changing under the locks")
 
 
 class _LocksChanged(Exception):
-    """The hold appeared between choosing the locks and taking them: choose again."""
+    """A hold appeared between choosing the locks and taking them: choose again."""
 
 
-def _apply_once(operation_id: str, uow: UnitOfWork, clock: Clock) -> Applied:
+def _apply_batch(ids: list[str], uow: UnitOfWork, clock: Clock) -> list[Applied]:
     with uow:
-        record = uow.get_operation(operation_id)
-        if record is None:
-            return Applied(operation_id, found=False, newly_applied=False, event_ids=[])
-        if record.operation.status is not Status.pending:
-            return Applied(operation_id, True, False, uow.unpublished_event_ids([operation_id]))
-        hold_id = record.operation.request.get("hold_id")
-        # A hold's accounts never change, so reading it before the locks tells
-        # which locks to take; it is read again under them, and if it was
-        # created in between (its locks were not taken) the choice starts over.
-        hold = uow.get_hold(hold_id) if hold_id else None
-        account_ids = involved_account_ids(record.operation, hold)
-        uow.lock_accounts(account_ids)
-        record = uow.get_operation(operation_id, for_update=True)
-        assert record is not None, "an operation row vanished under its lock"
-        if record.operation.status is not Status.pending:
-            return Applied(operation_id, True, False, uow.unpublished_event_ids([operation_id]))
-        if hold_id:
-            locked = hold
-            hold = uow.get_hold(hold_id, for_update=True)
-            if locked is None and hold is not None:
+        records = uow.get_operations(ids)
+        pending = [records[i] for i in ids if i in records and _is_pending(records[i])]
+        if pending:
+            account_ids, holds_before = _locks_for(pending, uow)
+            uow.lock_accounts(sorted(account_ids))
+            records.update(uow.get_operations([r.operation.operation_id for r in pending], True))
+            pending = [r for r in pending if _is_pending(records[r.operation.operation_id])]
+            holds = uow.get_holds(list(holds_before), for_update=True)
+            if any(h not in holds_before or holds_before[h] is None for h in holds):
                 raise _LocksChanged()
-        accounts = uow.get_accounts(account_ids)
-        completed, _ = _apply(record, accounts, hold, uow, clock())
-        uow.add_event(operation_event(completed))
+            applier = BatchApplier(
+                uow.get_accounts(sorted(account_ids)),
+                {h: hold for h, hold in holds.items() if hold is not None},
+                clock(),
+            )
+            for record, seq in zip(pending, uow.next_ledger_seqs(len(pending)), strict=True):
+                records[record.operation.operation_id] = applier.apply(record, seq)
+            _write(applier, uow)
+        applied_ids = {r.operation.operation_id for r in pending}
+        unpublished = set(uow.unpublished_event_ids([i for i in ids if i not in applied_ids]))
         uow.commit()
-    return Applied(operation_id, True, True, [operation_id], completed)
+    return [
+        Applied(
+            operation_id,
+            found=operation_id in records,
+            newly_applied=operation_id in applied_ids,
+            event_ids=[operation_id] if operation_id in applied_ids | unpublished else [],
+            record=records.get(operation_id) if operation_id in applied_ids else None,
+        )
+        for operation_id in ids
+    ]
+
+
+def _is_pending(record: OperationRecord) -> bool:
+    return record.operation.status is Status.pending
+
+
+def _locks_for(
+    pending: list[OperationRecord], uow: UnitOfWork
+) -> tuple[set[str], dict[str, HoldState | None]]:
+    """The accounts to lock, and the holds the batch refers to as they are now.
+
+    A hold's accounts never change, so reading it before the locks tells
+    which locks to take; a hold created by an earlier operation of the same
+    batch lends the accounts of that operation.
+    """
+    created_here = {
+        r.operation.operation_id: r.operation
+        for r in pending
+        if r.operation.type is OperationType.hold
+    }
+    hold_ids = {r.operation.request["hold_id"] for r in pending if "hold_id" in r.operation.request}
+    stored = uow.get_holds(sorted(hold_ids - set(created_here)))
+    holds_before: dict[str, HoldState | None] = {h: stored.get(h) for h in hold_ids}
+    account_ids: set[str] = set()
+    for record in pending:
+        hold_id = record.operation.request.get("hold_id")
+        if hold_id in created_here:
+            account_ids.update(involved_account_ids(created_here[hold_id], None))
+            holds_before.pop(hold_id, None)
+        else:
+            account_ids.update(
+                involved_account_ids(record.operation, holds_before.get(hold_id or ""))
+            )
+    return account_ids, holds_before
+
+
+def _write(applier: BatchApplier, uow: UnitOfWork) -> None:
+    """Write what the batch did in a few statements, and check it against the rules."""
+    moves = applier.balance_moves()
+    after = uow.move_balances(moves)
+    assert after == applier.expected_accounts(set(moves)), "balances drifted from the entries"
+    uow.insert_entries(applier.entries, applier.now)
+    uow.save_holds(
+        [applier.holds[h] for h in sorted(applier.new_hold_ids)],
+        [applier.holds[h] for h in sorted(applier.changed_hold_ids)],
+    )
+    uow.complete_operations(applier.completed)
+    uow.add_events([operation_event(record) for record in applier.completed])
 
 
 def expire_hold(hold_id: str, uow: UnitOfWork, clock: Clock = utc_now) -> str | None:
@@ -113,58 +172,25 @@ def expire_hold(hold_id: str, uow: UnitOfWork, clock: Clock = utc_now) -> str | 
         )
         record, created = uow.insert_operation(operation)
         assert created, f"hold {hold_id} was expired twice"
-        accounts = uow.get_accounts(hold_account_ids(hold))
-        _, expired = _apply(record, accounts, hold, uow, now)
-        assert expired is not None
-        uow.add_event(
-            Event(
-                message_id=operation.operation_id,
-                routing_key="hold.expired",
-                body={**render_hold(expired), "schema_version": 1},
-            )
+        applier = BatchApplier(uow.get_accounts(hold_account_ids(hold)), {hold_id: hold}, now)
+        (seq,) = uow.next_ledger_seqs(1)
+        applier.apply(record, seq)
+        moves = applier.balance_moves()
+        assert uow.move_balances(moves) == applier.expected_accounts(set(moves))
+        uow.insert_entries(applier.entries, now)
+        uow.save_holds([], [applier.holds[hold_id]])
+        uow.complete_operations(applier.completed)
+        uow.add_events(
+            [
+                Event(
+                    message_id=operation.operation_id,
+                    routing_key="hold.expired",
+                    body={**render_hold(applier.holds[hold_id]), "schema_version": 1},
+                )
+            ]
         )
         uow.commit()
     return operation.operation_id
-
-
-def _apply(
-    record: OperationRecord,
-    accounts: dict[str, AccountState],
-    hold: HoldState | None,
-    uow: UnitOfWork,
-    now: datetime,
-) -> tuple[OperationRecord, HoldState | None]:
-    """Decide, post, and store the outcome; the completed record and the hold after."""
-    operation = record.operation
-    decision = decide(operation, accounts, hold, now)
-    if isinstance(decision, Failure):
-        status, error, balances = Status.failed, (decision.code.value, decision.message), None
-    else:
-        assert_balanced(decision.postings)
-        expected = apply_postings(accounts, decision.postings)
-        after = uow.post(operation, decision.postings)
-        for account_id, account in after.items():
-            assert account == expected[account_id], f"{account_id}: balance drifted from entries"
-        if decision.hold is not None:
-            uow.save_hold(decision.hold, new=operation.type is OperationType.hold)
-        status, error, balances = Status.succeeded, None, _balances(after)
-    seq = uow.complete_operation(
-        operation.operation_id,
-        status=status.value,
-        error=error,
-        balances=balances,
-        completed_at=now,
-    )
-    completed = replace(
-        record,
-        operation=replace(operation, status=status),
-        error_code=error[0] if error else None,
-        error_message=error[1] if error else None,
-        balances=balances,
-        completed_at=now,
-        ledger_seq=seq,
-    )
-    return completed, decision.hold if isinstance(decision, Success) else None
 
 
 def render_hold(hold: HoldState) -> dict[str, Any]:
@@ -184,14 +210,6 @@ def render_hold(hold: HoldState) -> dict[str, Any]:
 
 def _timestamp(moment: datetime | None) -> str | None:
     return moment.isoformat(timespec="microseconds") if moment else None
-
-
-def _balances(accounts: dict[str, AccountState]) -> dict[str, dict[str, int]]:
-    return {
-        account_id: {"posted": a.posted, "held": a.held, "available": a.available}
-        for account_id, a in sorted(accounts.items())
-        if not a.is_external
-    }
 
 
 def render_operation(record: OperationRecord) -> dict[str, Any]:
@@ -239,6 +257,29 @@ def accept_operation(operation: Operation, uow: UnitOfWork) -> tuple[Acceptance,
         return Acceptance.accepted, record
     same = record.operation.type is operation.type and record.operation.request == operation.request
     return (Acceptance.repeated if same else Acceptance.conflict), record
+
+
+def accept_operations(
+    operations: list[Operation], uow: UnitOfWork
+) -> list[tuple[Acceptance, OperationRecord]]:
+    """Record many operations in one transaction; each is judged like `accept_operation`."""
+    with uow:
+        records, created = uow.insert_operations(operations)
+        uow.commit()
+    results = []
+    fresh = set(created)
+    for operation in operations:
+        record = records[operation.operation_id]
+        if operation.operation_id in fresh:
+            fresh.discard(operation.operation_id)
+            results.append((Acceptance.accepted, record))
+            continue
+        same = (
+            record.operation.type is operation.type
+            and record.operation.request == operation.request
+        )
+        results.append((Acceptance.repeated if same else Acceptance.conflict, record))
+    return results
 
 
 def open_account(account: NewAccount, uow: UnitOfWork) -> tuple[Acceptance, dict[str, Any]]:

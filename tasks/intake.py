@@ -20,7 +20,7 @@ from kombu import Consumer, Message
 from billing import service
 from billing.adapters.celery_client import SUBMIT_REQUEST_TASK
 from billing.adapters.events import Topology
-from billing.adapters.schemas import intake_schema
+from billing.adapters.schemas import parse_operation
 from billing.domain import Operation, OperationType
 from billing.ports import Event, TransientError
 from billing.service import Acceptance
@@ -39,28 +39,7 @@ def parse_request(body: bytes | str) -> tuple[str, dict[str, Any]] | dict[str, A
         message = json.loads(body)
     except (ValueError, RecursionError):
         return {"code": "validation_error", "message": "The message is not JSON."}
-    if not isinstance(message, dict):
-        return {"code": "validation_error", "message": "The message must be a JSON object."}
-    fields = dict(message)
-    kind = fields.pop("type", None)
-    schema = intake_schema(kind) if isinstance(kind, str) else None
-    if schema is None:
-        return {
-            "code": "validation_error",
-            "message": "The request is not valid.",
-            "details": {"type": [f"Must be one of: {', '.join(t.value for t in INTAKE_TYPES)}."]},
-        }
-    errors = schema.validate(fields)
-    if errors:
-        return {
-            "code": "validation_error",
-            "message": "The request is not valid.",
-            "details": errors,
-        }
-    return str(kind), schema.load(fields)
-
-
-INTAKE_TYPES = [t for t in OperationType if t is not OperationType.expiry]
+    return parse_operation(message)
 
 
 def rejection_event(error: dict[str, Any], body: bytes | str) -> Event:
@@ -127,4 +106,4 @@ def submit_request(self: Task, kind: str, fields: dict[str, Any]) -> str:
         publisher.publish([rejection_event(conflict, original)])
         publisher.dead_letter_request(original, {"x-rejection": "idempotency_conflict"})
         return "conflict"
-    return apply_and_publish(self, operation.operation_id)
+    return apply_and_publish(self, [operation.operation_id])

@@ -12,7 +12,7 @@ from celery.exceptions import MaxRetriesExceededError, Reject
 
 from billing import limits, service
 from billing.adapters import metrics
-from billing.adapters.celery_client import APPLY_OPERATION_TASK
+from billing.adapters.celery_client import APPLY_OPERATION_TASK, APPLY_OPERATIONS_TASK
 from billing.ports import LockBusy, OperationRecord, TransientError
 from tasks.celery_app import app
 from tasks.context import services
@@ -37,37 +37,56 @@ def retry_countdown_s(retries: int) -> int:
 
 @app.task(bind=True, name=APPLY_OPERATION_TASK, max_retries=limits.lock_retries_max)
 def apply_operation(self: Task, operation_id: str) -> str:
-    if not isinstance(operation_id, str) or not _IDENTIFIER.match(operation_id):
-        raise Reject(f"not an operation id: {operation_id!r}", requeue=False)
-    return apply_and_publish(self, operation_id)
+    """Apply one operation (the recovery sweep and older senders use this task)."""
+    return apply_and_publish(self, _checked_ids([operation_id]))
 
 
-def apply_and_publish(task: Task, operation_id: str) -> str:
-    """Apply the operation (retrying through Celery while its locks are busy), then publish."""
+@app.task(bind=True, name=APPLY_OPERATIONS_TASK, max_retries=limits.lock_retries_max)
+def apply_operations(self: Task, operation_ids: list[str]) -> str:
+    """Apply several operations in one transaction (the API groups what arrives together)."""
+    return apply_and_publish(self, _checked_ids(operation_ids))
+
+
+def _checked_ids(operation_ids: object) -> list[str]:
+    """Task arguments are ids only; anything else is a poison message, never run."""
+    if (
+        not isinstance(operation_ids, list)
+        or not 0 < len(operation_ids) <= limits.batch_size_max
+        or not all(isinstance(i, str) and _IDENTIFIER.match(i) for i in operation_ids)
+    ):
+        raise Reject(f"not a list of operation ids: {operation_ids!r:.200}", requeue=False)
+    return operation_ids
+
+
+def apply_and_publish(task: Task, operation_ids: list[str]) -> str:
+    """Apply the operations (retrying through Celery while a lock is busy), then publish."""
     started = time.monotonic()
     try:
-        applied = service.apply_operation(operation_id, services().uow())
+        applied = service.apply_operations(operation_ids, services().uow())
     except TransientError as error:
         countdown = retry_countdown_s(task.request.retries)
         kind = "lock busy" if isinstance(error, LockBusy) else "transient error"
         if isinstance(error, LockBusy):
             metrics.lock_busy_retries.inc()
-        log.info("operation %s: %s, retrying in %ss", operation_id, kind, countdown)
+        log.info("operations %s: %s, retrying in %ss", operation_ids[:5], kind, countdown)
         try:
             raise task.retry(countdown=countdown, exc=error) from error
         except MaxRetriesExceededError:
-            # Not lost: the operation is still recorded as pending, and the
-            # recovery sweep enqueues it again after `pending_resend_after_s`.
-            log.warning("operation %s: retries exhausted, left to the recovery sweep", operation_id)
+            # Not lost: the operations are still recorded as pending, and the
+            # recovery sweep enqueues them again after `pending_resend_after_s`.
+            log.warning("operations %s: retries exhausted, left to the sweep", operation_ids[:5])
             return "retries_exhausted"
-    if not applied.found:
-        log.error("operation %s: no such operation recorded; dropping the task", operation_id)
-        return "not_found"
-    if applied.record is not None:
-        _observe(applied.record, time.monotonic() - started)
-    if applied.event_ids:
-        publish_events.delay(applied.event_ids)
-    return "applied" if applied.newly_applied else "already_applied"
+    elapsed_s = time.monotonic() - started
+    missing = [a.operation_id for a in applied if not a.found]
+    if missing:
+        log.error("no such operations recorded, dropped: %s", missing[:20])
+    for outcome in applied:
+        if outcome.record is not None:
+            _observe(outcome.record, elapsed_s / len(applied))
+    event_ids = [event_id for outcome in applied for event_id in outcome.event_ids]
+    if event_ids:
+        publish_events.delay(event_ids)
+    return f"applied {sum(a.newly_applied for a in applied)} of {len(applied)}"
 
 
 def _observe(record: OperationRecord, duration_s: float) -> None:

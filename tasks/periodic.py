@@ -41,8 +41,8 @@ def resend_pending() -> int:
             limit=limits.sweep_batch_size_max,
         )
         queue = TaskQueue(app)
-        for operation_id in operation_ids:
-            queue.enqueue_operation(operation_id)
+        for start in range(0, len(operation_ids), limits.enqueue_group_size_max):
+            queue.enqueue_operations(operation_ids[start : start + limits.enqueue_group_size_max])
     except TransientError as error:
         log.warning("recovery sweep: %s", error)
         return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -14,15 +15,14 @@ from sqlalchemy.exc import DBAPIError
 
 from billing.adapters import tables
 from billing.adapters.database import translate_error
+from billing.batch import Entry
 from billing.domain import (
     AccountState,
-    Bucket,
     HoldState,
     HoldStatus,
     NewAccount,
     Operation,
     OperationType,
-    Posting,
     Status,
     external_account_id,
 )
@@ -142,47 +142,42 @@ class SqlUnitOfWork:
         row = self.connection.execute(query).first()
         return record_from_row(row) if row else None
 
-    def get_accounts(self, account_ids: list[str]) -> dict[str, AccountState]:
+    def get_operations(
+        self, operation_ids: list[str], for_update: bool = False
+    ) -> dict[str, OperationRecord]:
+        query = select(tables.operations).where(tables.operations.c.operation_id.in_(operation_ids))
+        if for_update:
+            query = query.order_by(tables.operations.c.operation_id).with_for_update()
+        return {row.operation_id: record_from_row(row) for row in self.connection.execute(query)}
+
+    def get_holds(self, hold_ids: list[str], for_update: bool = False) -> dict[str, HoldState]:
+        if not hold_ids:
+            return {}
+        query = select(tables.holds).where(tables.holds.c.hold_id.in_(hold_ids))
+        if for_update:
+            query = query.order_by(tables.holds.c.hold_id).with_for_update()
+        return {row.hold_id: hold_from_row(row) for row in self.connection.execute(query)}
+
+    def next_ledger_seqs(self, count: int) -> list[int]:
         rows = self.connection.execute(
-            select(tables.accounts).where(tables.accounts.c.account_id.in_(account_ids))
+            text("SELECT nextval('ledger_seq') AS seq FROM generate_series(1, :n)"), {"n": count}
         )
-        return {row.account_id: account_from_row(row) for row in rows}
+        return sorted(int(row.seq) for row in rows)
 
-    def post(self, operation: Operation, postings: list[Posting]) -> dict[str, AccountState]:
-        deltas: dict[str, list[int]] = {}
-        for posting in postings:
-            delta = deltas.setdefault(posting.account_id, [0, 0])
-            delta[0 if posting.bucket is Bucket.posted else 1] += posting.amount
-        after = self._move_balances(deltas)
-        self.connection.execute(
-            insert(tables.entries),
-            [
-                {
-                    "operation_id": operation.operation_id,
-                    "account_id": p.account_id,
-                    "type": operation.type.value,
-                    "bucket": p.bucket.value,
-                    "amount": p.amount,
-                    "posted_after": after[p.account_id].posted if p.account_id in after else None,
-                    "held_after": after[p.account_id].held if p.account_id in after else None,
-                }
-                for p in postings
-            ],
-        )
-        return after
-
-    def _move_balances(self, deltas: dict[str, list[int]]) -> dict[str, AccountState]:
-        """Move client balances in one statement; external accounts keep no stored balance.
+    def move_balances(self, moves: dict[str, tuple[int, int]]) -> dict[str, AccountState]:
+        """Move client balances by (posted, held) in one statement; the accounts after.
 
         The external counter-account of a currency is touched by every credit
         and debit, so updating its row would serialize them all; its balance is
-        the sum of its entries instead.
+        the sum of its entries instead, and it never appears here.
         """
+        if not moves:
+            return {}
         values = ", ".join(
-            f"(:a{i}, CAST(:p{i} AS bigint), CAST(:h{i} AS bigint))" for i in range(len(deltas))
+            f"(:a{i}, CAST(:p{i} AS bigint), CAST(:h{i} AS bigint))" for i in range(len(moves))
         )
         params: dict[str, Any] = {}
-        for i, (account_id, (posted, held)) in enumerate(deltas.items()):
+        for i, (account_id, (posted, held)) in enumerate(moves.items()):
             params.update({f"a{i}": account_id, f"p{i}": posted, f"h{i}": held})
         rows = self.connection.execute(
             text(
@@ -196,36 +191,90 @@ class SqlUnitOfWork:
         )
         return {row.account_id: account_from_row(row) for row in rows}
 
-    def complete_operation(
-        self,
-        operation_id: str,
-        *,
-        status: str,
-        error: tuple[str, str] | None,
-        balances: dict[str, dict[str, int]] | None,
-        completed_at: datetime,
-    ) -> int:
-        seq = self.connection.execute(
-            update(tables.operations)
-            .where(tables.operations.c.operation_id == operation_id)
-            .values(
-                status=status,
-                error_code=error[0] if error else None,
-                error_message=error[1] if error else None,
-                balances=balances,
-                completed_at=completed_at,
-                ledger_seq=tables.ledger_seq.next_value(),
+    def insert_entries(self, entries: list[Entry], created_at: datetime) -> None:
+        if entries:
+            self.connection.execute(
+                insert(tables.entries),
+                [{**entry.__dict__, "created_at": created_at} for entry in entries],
             )
-            .returning(tables.operations.c.ledger_seq)
-        ).scalar_one()
-        return int(seq)
 
-    def add_event(self, event: Event) -> None:
-        self.connection.execute(
-            insert(tables.outbox).values(
-                message_id=event.message_id, routing_key=event.routing_key, body=event.body
+    def save_holds(self, new: list[HoldState], changed: list[HoldState]) -> None:
+        holds = tables.holds
+        if new:
+            self.connection.execute(
+                insert(holds),
+                [
+                    {
+                        "hold_id": h.hold_id,
+                        "account_id": h.account_id,
+                        "destination_account_id": h.destination_account_id,
+                        "amount": h.amount,
+                        "captured": h.captured,
+                        "remaining": h.remaining,
+                        "status": h.status.value,
+                        "expires_at": h.expires_at,
+                        "created_at": h.created_at,
+                    }
+                    for h in new
+                ],
             )
+        for hold in changed:
+            self.connection.execute(
+                update(holds)
+                .where(holds.c.hold_id == hold.hold_id)
+                .values(captured=hold.captured, remaining=hold.remaining, status=hold.status.value)
+            )
+
+    def complete_operations(self, records: list[OperationRecord]) -> None:
+        """Store the terminal status and outcome of each operation, in one statement."""
+        if not records:
+            return
+        values = ", ".join(
+            f"(:o{i}, :s{i}, :c{i}, :m{i}, CAST(:b{i} AS jsonb), CAST(:t{i} AS timestamptz), "
+            f"CAST(:q{i} AS bigint))"
+            for i in range(len(records))
         )
+        params: dict[str, Any] = {}
+        for i, record in enumerate(records):
+            params.update(
+                {
+                    f"o{i}": record.operation.operation_id,
+                    f"s{i}": record.operation.status.value,
+                    f"c{i}": record.error_code,
+                    f"m{i}": record.error_message,
+                    f"b{i}": json.dumps(record.balances) if record.balances is not None else None,
+                    f"t{i}": record.completed_at,
+                    f"q{i}": record.ledger_seq,
+                }
+            )
+        done = self.connection.execute(
+            text(
+                "UPDATE operations SET status = d.status, error_code = d.code, "
+                "error_message = d.message, balances = d.balances, completed_at = d.at, "
+                "ledger_seq = d.seq "
+                f"FROM (VALUES {values}) AS d(operation_id, status, code, message, balances, at, "
+                "seq) WHERE operations.operation_id = d.operation_id AND operations.status = "
+                "'pending'"
+            ),
+            params,
+        )
+        assert done.rowcount == len(records), "an operation completed twice"
+
+    def add_events(self, events: list[Event]) -> None:
+        if events:
+            self.connection.execute(
+                insert(tables.outbox),
+                [
+                    {"message_id": e.message_id, "routing_key": e.routing_key, "body": e.body}
+                    for e in events
+                ],
+            )
+
+    def get_accounts(self, account_ids: list[str]) -> dict[str, AccountState]:
+        rows = self.connection.execute(
+            select(tables.accounts).where(tables.accounts.c.account_id.in_(account_ids))
+        )
+        return {row.account_id: account_from_row(row) for row in rows}
 
     def unpublished_event_ids(self, message_ids: list[str]) -> list[str]:
         rows = self.connection.execute(
@@ -285,6 +334,29 @@ class SqlUnitOfWork:
         assert existing is not None
         return existing, False
 
+    def insert_operations(
+        self, operations: list[Operation]
+    ) -> tuple[dict[str, OperationRecord], set[str]]:
+        """Record many operations as pending; every record, and the ids newly inserted."""
+        table = tables.operations
+        rows = self.connection.execute(
+            pg_insert(table)
+            .values(
+                [
+                    {"operation_id": o.operation_id, "type": o.type.value, "request": o.request}
+                    for o in operations
+                ]
+            )
+            .on_conflict_do_nothing()
+            .returning(table)
+        )
+        records = {row.operation_id: record_from_row(row) for row in rows}
+        created = set(records)
+        missing = [o.operation_id for o in operations if o.operation_id not in records]
+        if missing:
+            records.update(self.get_operations(missing))
+        return records, created
+
     def claim_unpublished_events(
         self, message_ids: list[str] | None, *, older_than_s: float, limit: int
     ) -> list[Event]:
@@ -338,30 +410,6 @@ class SqlUnitOfWork:
             query = query.with_for_update()
         row = self.connection.execute(query).first()
         return hold_from_row(row) if row else None
-
-    def save_hold(self, hold: HoldState, *, new: bool) -> None:
-        holds = tables.holds
-        values = {
-            "captured": hold.captured,
-            "remaining": hold.remaining,
-            "status": hold.status.value,
-        }
-        if new:
-            self.connection.execute(
-                insert(holds).values(
-                    hold_id=hold.hold_id,
-                    account_id=hold.account_id,
-                    destination_account_id=hold.destination_account_id,
-                    amount=hold.amount,
-                    expires_at=hold.expires_at,
-                    created_at=hold.created_at,
-                    **values,
-                )
-            )
-        else:
-            self.connection.execute(
-                update(holds).where(holds.c.hold_id == hold.hold_id).values(**values)
-            )
 
     def due_hold_ids(self, *, limit: int) -> list[str]:
         holds = tables.holds

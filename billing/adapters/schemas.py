@@ -102,7 +102,7 @@ class StrictSchema(Schema):
 
 
 class AccountCreateSchema(StrictSchema):
-    account_id = identifier(required=True)
+    account_id = identifier(required=True, metadata={"example": "alice"})
     currency = fields.String(
         required=True,
         validate=validate.OneOf(
@@ -111,9 +111,13 @@ class AccountCreateSchema(StrictSchema):
         metadata={"example": "USD"},
     )
     overdraft_limit = StrictInteger(
-        load_default=0, validate=validate.Range(min=0, max=limits.overdraft_limit_max)
+        load_default=0,
+        validate=validate.Range(min=0, max=limits.overdraft_limit_max),
+        metadata={"example": 0},
     )
-    metadata = StorableJsonObject(keys=fields.String(), load_default=dict)
+    metadata = StorableJsonObject(
+        keys=fields.String(), load_default=dict, metadata={"example": {"name": "Alice"}}
+    )
 
 
 class AccountSchema(Schema):
@@ -154,9 +158,9 @@ class EntryPageSchema(Schema):
 
 
 class CreditSchema(StrictSchema):
-    operation_id = identifier(required=True)
-    account_id = identifier(required=True)
-    amount = amount(required=True)
+    operation_id = identifier(required=True, metadata={"example": "op-1"})
+    account_id = identifier(required=True, metadata={"example": "alice"})
+    amount = amount(required=True, metadata={"example": 1000})
 
 
 class DebitSchema(CreditSchema):
@@ -164,10 +168,10 @@ class DebitSchema(CreditSchema):
 
 
 class TransferSchema(StrictSchema):
-    operation_id = identifier(required=True)
-    source_account_id = identifier(required=True)
-    destination_account_id = identifier(required=True)
-    amount = amount(required=True)
+    operation_id = identifier(required=True, metadata={"example": "op-2"})
+    source_account_id = identifier(required=True, metadata={"example": "alice"})
+    destination_account_id = identifier(required=True, metadata={"example": "bob"})
+    amount = amount(required=True, metadata={"example": 500})
 
 
 class ErrorDetailSchema(Schema):
@@ -211,26 +215,38 @@ class WaitQuerySchema(StrictSchema):
 
 
 class HoldCreateSchema(StrictSchema):
-    operation_id = identifier(required=True)
-    account_id = identifier(required=True)
-    amount = amount(required=True)
+    operation_id = identifier(
+        required=True, metadata={"description": "also the hold's id", "example": "hold-1"}
+    )
+    account_id = identifier(required=True, metadata={"example": "alice"})
+    amount = amount(required=True, metadata={"example": 300})
     destination_account_id = identifier(
-        metadata={"description": "makes the hold a two-phase transfer to this account"}
+        metadata={
+            "description": "makes the hold a two-phase transfer to this account",
+            "example": "bob",
+        }
     )
     expires_in = StrictInteger(
         validate=validate.Range(min=limits.hold_expires_in_min_s, max=limits.hold_expires_in_max_s),
-        metadata={"description": "seconds from when the hold applies until it expires"},
+        metadata={
+            "description": "seconds from when the hold applies until it expires",
+            "example": 3600,
+        },
     )
 
 
 class CaptureSchema(StrictSchema):
-    operation_id = identifier(required=True)
-    amount = amount(metadata={"description": "default: the remaining amount of the hold"})
-    final = StrictBoolean(metadata={"description": "release the rest (default true)"})
+    operation_id = identifier(required=True, metadata={"example": "capture-1"})
+    amount = amount(
+        metadata={"description": "default: the remaining amount of the hold", "example": 200}
+    )
+    final = StrictBoolean(
+        metadata={"description": "release the rest (default true)", "example": True}
+    )
 
 
 class ReleaseSchema(StrictSchema):
-    operation_id = identifier(required=True)
+    operation_id = identifier(required=True, metadata={"example": "release-1"})
 
 
 class HoldSchema(Schema):
@@ -276,7 +292,69 @@ _INTAKE_SCHEMAS: dict[str, type[Schema]] = {
 }
 
 
-def intake_schema(operation_type: str) -> Schema | None:
-    """The schema of an operation type as published to `billing.requests` (with `hold_id`)."""
-    schema = _INTAKE_SCHEMAS.get(operation_type)
-    return schema() if schema else None
+def parse_operation(message: Any) -> tuple[str, dict[str, Any]] | dict[str, Any]:
+    """Validate one operation as published to `billing.requests` or sent in a batch.
+
+    The result is (type, validated fields) for a good one, or the error body
+    (code, message, details) for a bad one.
+    """
+    if not isinstance(message, dict):
+        return {"code": "validation_error", "message": "An operation must be a JSON object."}
+    fields = dict(message)
+    kind = fields.pop("type", None)
+    schema_class = _INTAKE_SCHEMAS.get(kind) if isinstance(kind, str) else None
+    if schema_class is None:
+        return {
+            "code": "validation_error",
+            "message": "The request is not valid.",
+            "details": {"type": [f"Must be one of: {', '.join(_INTAKE_SCHEMAS)}."]},
+        }
+    schema = schema_class()
+    errors = schema.validate(fields)
+    if errors:
+        return {
+            "code": "validation_error",
+            "message": "The request is not valid.",
+            "details": errors,
+        }
+    return str(kind), schema.load(fields)
+
+
+class BatchSchema(StrictSchema):
+    operations = fields.List(
+        fields.Raw(
+            metadata={
+                "description": "one operation; a malformed item gets its own validation_error"
+            }
+        ),
+        required=True,
+        validate=validate.Length(min=1, max=limits.batch_size_max),
+        metadata={
+            "description": "operations as on billing.requests: a `type` and the fields of "
+            "the matching POST (`hold_id` for capture and release)",
+            "example": [
+                {"type": "credit", "operation_id": "c-1", "account_id": "alice", "amount": 500},
+                {
+                    "type": "transfer",
+                    "operation_id": "t-1",
+                    "source_account_id": "alice",
+                    "destination_account_id": "bob",
+                    "amount": 200,
+                },
+            ],
+        },
+    )
+
+
+class BatchItemSchema(Schema):
+    operation_id = fields.String(allow_none=True, required=True)
+    result = fields.String(
+        required=True,
+        metadata={"enum": ["accepted", "repeated", "idempotency_conflict", "validation_error"]},
+    )
+    operation = fields.Nested(OperationSchema, allow_none=True, required=True)
+    error = fields.Nested(ErrorDetailSchema, allow_none=True, required=True)
+
+
+class BatchResultSchema(Schema):
+    items = fields.List(fields.Nested(BatchItemSchema), required=True)

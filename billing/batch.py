@@ -1,0 +1,121 @@
+"""Applying a batch of operations in memory, one after another, as one ledger transaction would.
+
+The service locks every account of the batch, reads them once, and lets a
+`BatchApplier` decide each operation in order against the running balances.
+What comes out (entries with their running figures, the net balance moves,
+the holds created or changed, the completed operations) is written back in a
+handful of statements, whatever the size of the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from billing.domain import (
+    AccountState,
+    Failure,
+    HoldState,
+    OperationType,
+    Status,
+    apply_postings,
+    assert_balanced,
+)
+from billing.ports import OperationRecord
+from billing.rules import decide
+
+
+@dataclass(frozen=True)
+class Entry:
+    operation_id: str
+    account_id: str
+    type: str
+    bucket: str
+    amount: int
+    posted_after: int | None
+    held_after: int | None
+
+
+class BatchApplier:
+    """Decides operations in order, keeping balances and holds as they stand after each."""
+
+    def __init__(
+        self, accounts: dict[str, AccountState], holds: dict[str, HoldState], now: datetime
+    ) -> None:
+        self._start = dict(accounts)
+        self.accounts = dict(accounts)
+        self.holds = dict(holds)
+        self.now = now
+        self.entries: list[Entry] = []
+        self.completed: list[OperationRecord] = []
+        self.new_hold_ids: set[str] = set()
+        self.changed_hold_ids: set[str] = set()
+
+    def apply(self, record: OperationRecord, ledger_seq: int) -> OperationRecord:
+        operation = record.operation
+        hold_id = operation.request.get("hold_id")
+        hold = self.holds.get(hold_id) if hold_id else None
+        decision = decide(operation, self.accounts, hold, self.now)
+        error: tuple[str, str] | None = None
+        balances: dict[str, dict[str, int]] | None = None
+        if isinstance(decision, Failure):
+            status, error = Status.failed, (decision.code.value, decision.message)
+        else:
+            assert_balanced(decision.postings)
+            after = apply_postings(self.accounts, decision.postings)
+            touched = {p.account_id for p in decision.postings if p.account_id in self.accounts}
+            for posting in decision.postings:
+                account = after.get(posting.account_id)
+                self.entries.append(
+                    Entry(
+                        operation_id=operation.operation_id,
+                        account_id=posting.account_id,
+                        type=operation.type.value,
+                        bucket=posting.bucket.value,
+                        amount=posting.amount,
+                        posted_after=account.posted if account else None,
+                        held_after=account.held if account else None,
+                    )
+                )
+            self.accounts = after
+            if decision.hold is not None:
+                self._keep_hold(decision.hold, new=operation.type is OperationType.hold)
+            status = Status.succeeded
+            balances = {
+                account_id: {
+                    "posted": after[account_id].posted,
+                    "held": after[account_id].held,
+                    "available": after[account_id].available,
+                }
+                for account_id in sorted(touched)
+            }
+        completed = replace(
+            record,
+            operation=replace(operation, status=status),
+            error_code=error[0] if error else None,
+            error_message=error[1] if error else None,
+            balances=balances,
+            completed_at=self.now,
+            ledger_seq=ledger_seq,
+        )
+        self.completed.append(completed)
+        return completed
+
+    def _keep_hold(self, hold: HoldState, *, new: bool) -> None:
+        self.holds[hold.hold_id] = hold
+        if new:
+            self.new_hold_ids.add(hold.hold_id)
+        elif hold.hold_id not in self.new_hold_ids:
+            self.changed_hold_ids.add(hold.hold_id)
+
+    def balance_moves(self) -> dict[str, tuple[int, int]]:
+        """The net (posted, held) move of every client account the batch changed."""
+        moves = {}
+        for account_id, account in self.accounts.items():
+            start = self._start[account_id]
+            if (account.posted, account.held) != (start.posted, start.held):
+                moves[account_id] = (account.posted - start.posted, account.held - start.held)
+        return moves
+
+    def expected_accounts(self, account_ids: set[str]) -> dict[str, AccountState]:
+        return {a: self.accounts[a] for a in account_ids}

@@ -1,0 +1,194 @@
+"""The bench's AMQP side: the event stream it reads outcomes from, and the intake it may feed.
+
+Each runs in a thread of its own with its own kombu connection, so the
+asyncio loop that drives HTTP never blocks on the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from kombu import Connection, Consumer, Message, Producer, Queue
+
+from billing.adapters.events import Topology
+from billing.config import Settings
+
+broker_wait_s = 10
+drain_poll_s = 0.25
+confirm_timeout_s = 10
+
+
+class Outcome(NamedTuple):
+    """When an operation's event arrived (time.monotonic) and its error code (None: succeeded)."""
+
+    arrived_at: float
+    error_code: str | None
+
+
+class EventStream:
+    """Outcomes of the run's operations, read by a thread from the run's own queue.
+
+    The queue is exclusive and auto-deleted, bound to the events exchange with
+    `operation.#`: it sees every operation event while the bench runs, leaves
+    nothing behind, and takes nothing from `billing.responses`. Events are
+    matched by `message_id` (the operation id); a repeated delivery is ignored.
+    """
+
+    def __init__(
+        self, settings: Settings, run_id: str, on_hold_succeeded: Callable[[str], None]
+    ) -> None:
+        self._settings = settings
+        self._id_prefix = f"{run_id}-"
+        self._queue_name = settings.amqp_name(f"billing.bench.{run_id}")
+        self._on_hold_succeeded = on_hold_succeeded
+        # Written by the consumer thread only; the loop reads it (dict reads are atomic).
+        self.outcomes: dict[str, Outcome] = {}
+        self.error: BaseException | None = None
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-events", daemon=True)
+
+    def start(self) -> None:
+        """Start consuming; returns once the queue is bound, so no event can be missed."""
+        self._thread.start()
+        if not self._ready.wait(broker_wait_s) or self.error is not None:
+            raise RuntimeError(f"could not consume events: {self.error or 'broker timed out'}")
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(broker_wait_s)
+
+    def _run(self) -> None:
+        events = Topology(self._settings).events
+        own_queue = Queue(
+            self._queue_name,
+            exchange=events,
+            routing_key="operation.#",
+            durable=False,
+            exclusive=True,
+            auto_delete=True,
+        )
+        try:
+            with Connection(self._settings.broker_url, connect_timeout=broker_wait_s) as connection:
+                channel = connection.channel()
+                consumer = Consumer(channel, [own_queue], no_ack=True, on_message=self._on_message)
+                with consumer:
+                    self._ready.set()
+                    while not self._stopping.is_set():
+                        try:
+                            connection.drain_events(timeout=drain_poll_s)
+                        except TimeoutError:
+                            continue
+        except Exception as error:  # the run reports it: a dead stream must not pass silently
+            self.error = error
+        finally:
+            self._ready.set()
+
+    def _on_message(self, message: Message) -> None:
+        arrived_at = time.monotonic()
+        operation_id = message.properties.get("message_id")
+        if (
+            not isinstance(operation_id, str)
+            or not operation_id.startswith(self._id_prefix)
+            or operation_id in self.outcomes
+        ):
+            return
+        _, kind, status = message.delivery_info["routing_key"].split(".", 2)
+        error_code = None
+        if status != "succeeded":
+            error_code = str(json.loads(message.body).get("error", {}).get("code", status))
+        self.outcomes[operation_id] = Outcome(arrived_at, error_code)
+        if kind == "hold" and error_code is None:
+            self._on_hold_succeeded(operation_id)
+
+
+class IntakePublisher:
+    """Publishes operations to `billing.requests` (routing key `operation`) with confirms.
+
+    One thread owns the connection; `publish` hands it a message and awaits
+    the broker's confirm without blocking the loop.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._pending: queue.Queue[tuple[bytes, asyncio.Future[bool]] | None] = queue.Queue()
+        self._ready = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="bench-intake", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread.start()
+        if not self._ready.wait(broker_wait_s) or self.error is not None:
+            raise RuntimeError(f"could not publish to the intake: {self.error or 'timed out'}")
+
+    def stop(self) -> None:
+        self._pending.put(None)
+        self._thread.join(broker_wait_s)
+
+    async def publish(self, message: dict[str, Any]) -> bool:
+        """True once the broker confirmed the message, False when it could not be published."""
+        assert self._loop is not None
+        confirmed: asyncio.Future[bool] = self._loop.create_future()
+        self._pending.put((json.dumps(message).encode(), confirmed))
+        return await confirmed
+
+    def _run(self) -> None:
+        topology = Topology(self._settings)
+        options = {"confirm_publish": True}
+        try:
+            with Connection(self._settings.broker_url, transport_options=options) as connection:
+                channel = connection.channel()
+                # Declared like the service declares it, so a message is never
+                # dropped for want of the queue even before a worker started.
+                topology.requests_queue.bind(channel).declare()
+                producer = Producer(channel, exchange=topology.requests)
+                self._ready.set()
+                while (item := self._pending.get()) is not None:
+                    body, confirmed = item
+                    self._resolve(confirmed, self._publish_one(producer, body))
+        except Exception as error:
+            self.error = error
+        finally:
+            self._ready.set()
+            self._fail_remaining()
+
+    def _publish_one(self, producer: Producer, body: bytes) -> bool:
+        try:
+            producer.publish(
+                body,
+                routing_key="operation",
+                content_type="application/json",
+                content_encoding="utf-8",
+                delivery_mode=2,
+                confirm_timeout=confirm_timeout_s,
+            )
+        except Exception as error:
+            self.error = error
+            return False
+        return True
+
+    def _resolve(self, confirmed: asyncio.Future[bool], value: bool) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(_set_result, confirmed, value)
+
+    def _fail_remaining(self) -> None:
+        while True:
+            try:
+                item = self._pending.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                self._resolve(item[1], False)
+
+
+def _set_result(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)

@@ -1,0 +1,161 @@
+"""`billing bench`: the options, one run, the report, the audit and the exit status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from typing import Any
+
+import click
+
+from billing.bench.workload import MIX_DEFAULT, Workload, batch_size_max, parse_mix
+from billing.config import Settings
+
+duration_default_s = 30.0
+concurrency_default = 32
+drain_timeout_default_s = 60.0
+
+
+def _mix(ctx: click.Context, param: click.Parameter, value: str) -> dict[str, int]:
+    try:
+        return parse_mix(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from error
+
+
+@click.command()
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="the API")
+@click.option("--token", help="API token [default: the first of BILLING_API_TOKENS]")
+@click.option(
+    "--mix",
+    default=MIX_DEFAULT,
+    show_default=True,
+    callback=_mix,
+    help="weights of transfer, credit, debit, hold (each hold is then captured or released)",
+)
+@click.option("--accounts", default=10_000, show_default=True, type=click.IntRange(min=2))
+@click.option(
+    "--hot",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="every transfer touches one of this many hot accounts (0: uniform)",
+)
+@click.option(
+    "--concurrency",
+    default=concurrency_default,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="requests in flight (keep-alive connections)",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    help=f"seconds of load [default: {duration_default_s:g} unless --count]",
+)
+@click.option("--count", type=click.IntRange(min=1), help="operations to send")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    help="target operations per second (open loop) [default: as fast as answered]",
+)
+@click.option(
+    "--batch",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, batch_size_max),
+    help="operations per POST /v1/operations/batch (0: one POST per operation)",
+)
+@click.option(
+    "--amqp-share",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="share of operations published to the billing.requests intake instead",
+)
+@click.option(
+    "--drain-timeout",
+    default=drain_timeout_default_s,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="seconds to wait for outstanding events",
+)
+@click.option("--seed", type=int, help="seed of the operation draw (for a repeatable run)")
+@click.option("--json", "as_json", is_flag=True, help="print the figures as one JSON object")
+def bench(
+    url: str,
+    token: str | None,
+    mix: dict[str, int],
+    accounts: int,
+    hot: int,
+    concurrency: int,
+    duration: float | None,
+    count: int | None,
+    rate: float | None,
+    batch: int,
+    amqp_share: float,
+    drain_timeout: float,
+    seed: int | None,
+    as_json: bool,
+) -> None:
+    """Drive a running service end to end and measure it.
+
+    Operations go in over HTTP (and optionally the AMQP intake); outcomes are
+    read from the events exchange through the bench's own queue. The bench
+    creates and credits its own accounts (ids start with the run id), prints
+    progress each second on stderr, then the figures and the ledger audit.
+    Exits 1 when the audit fails or operations stayed pending.
+    """
+    # Imported here, so other `billing` commands start without loading aiohttp.
+    from billing.bench.client import SetupError
+    from billing.bench.report import render, summarize
+    from billing.bench.runner import Plan, run
+
+    settings = Settings.from_env()
+    token = token or next(iter(settings.api_tokens), None)
+    if not token:
+        raise click.UsageError("no API token: pass --token or set BILLING_API_TOKENS")
+    if hot >= accounts:
+        raise click.BadParameter("must be below --accounts", param_hint="--hot")
+    if duration is None and count is None:
+        duration = duration_default_s
+    plan = Plan(url, token, concurrency, duration, count, rate, batch, drain_timeout)
+    workload = Workload(f"bench-{uuid.uuid4().hex[:8]}", mix, accounts, hot, amqp_share, seed)
+    try:
+        record = asyncio.run(run(plan, workload, settings))
+    except SetupError as error:
+        raise click.ClickException(f"setup failed: {error}") from error
+    setting = {
+        "run_id": workload.run_id,
+        "url": url,
+        "batch": batch,
+        "mix": mix,
+        "accounts": accounts,
+        "hot": hot,
+        "concurrency": concurrency,
+        "rate": rate,
+        "amqp_share": amqp_share,
+    }
+    summary = summarize(record, setting, audit(settings.database_url))
+    click.echo(json.dumps(summary, default=str) if as_json else render(summary))
+    sys.exit(0 if summary["ok"] else 1)
+
+
+def audit(database_url: str) -> dict[str, Any]:
+    """The ledger audit of the whole database, as `billing audit` runs it."""
+    from billing.adapters.audit import run_audit
+    from billing.adapters.database import make_engine
+
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        violations = run_audit(engine)
+    except Exception as error:  # an unreachable database fails the run, it does not crash it
+        return {"passed": False, "error": f"{type(error).__name__}: {error}", "violations": []}
+    finally:
+        engine.dispose()
+    return {
+        "passed": not violations,
+        "violations": [{"invariant": v.invariant, "rows": v.rows} for v in violations],
+    }

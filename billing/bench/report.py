@@ -1,0 +1,134 @@
+"""The bench's figures: rates, latency from acceptance to event, failures, its CPU, the audit."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+from billing.bench.runner import Record, pending_ids
+
+pending_sample_size = 5
+audit_rows_shown = 3
+
+
+def summarize(record: Record, setting: dict[str, Any], audit: dict[str, Any]) -> dict[str, Any]:
+    """Every figure of the run as one JSON-ready object (what `--json` prints)."""
+    tally, started = record.tally, record.load_started_at
+    completed = {i: record.outcomes[i] for i in tally.accepted_at if i in record.outcomes}
+    latencies_s = sorted(
+        max(outcome.arrived_at - tally.accepted_at[i], 0.0) for i, outcome in completed.items()
+    )
+    failures = Counter(o.error_code for o in completed.values() if o.error_code is not None)
+    accepted_window_s = max(tally.accepted_at.values(), default=started) - started
+    completed_window_s = max((o.arrived_at for o in completed.values()), default=started) - started
+    pending = pending_ids(record)
+    wall_s = record.drain_ended_at - started
+    cpu_s = record.cpu_user_s + record.cpu_system_s
+    summary = {
+        **setting,
+        "load_s": round(record.load_ended_at - started, 3),
+        "sent": tally.sent,
+        "accepted": len(tally.accepted_at),
+        "rejected": dict(tally.rejected),
+        "http_requests": tally.requests,
+        "http_errors": dict(tally.http_errors),
+        "completed": len(completed),
+        "succeeded": len(completed) - sum(failures.values()),
+        "failed": sum(failures.values()),
+        "failures": dict(failures.most_common()),
+        "pending": len(pending),
+        "pending_sample": pending[:pending_sample_size],
+        "accepted_per_s": _rate(len(tally.accepted_at), accepted_window_s),
+        "completed_per_s": _rate(len(completed), completed_window_s),
+        "latency_ms": {
+            "p50": _percentile_ms(latencies_s, 0.50),
+            "p95": _percentile_ms(latencies_s, 0.95),
+            "p99": _percentile_ms(latencies_s, 0.99),
+            "max": _percentile_ms(latencies_s, 1.0),
+        },
+        "cpu": {
+            "user_s": round(record.cpu_user_s, 2),
+            "system_s": round(record.cpu_system_s, 2),
+            "wall_s": round(wall_s, 2),
+            "share_of_wall": round(cpu_s / wall_s, 3) if wall_s > 0 else None,
+        },
+        "audit": audit,
+        "errors": record.errors,
+    }
+    summary["ok"] = bool(audit["passed"]) and not pending and not record.errors
+    return summary
+
+
+def _rate(count: int, window_s: float) -> float:
+    return round(count / window_s, 1) if window_s > 0 else 0.0
+
+
+def _percentile_ms(sorted_s: list[float], quantile: float) -> float | None:
+    """Nearest-rank percentile, in milliseconds; None when nothing completed."""
+    if not sorted_s:
+        return None
+    rank = max(math.ceil(quantile * len(sorted_s)), 1)
+    return round(sorted_s[rank - 1] * 1000, 1)
+
+
+def render(summary: dict[str, Any]) -> str:
+    """The summary for a person reading a terminal."""
+    latency = summary["latency_ms"]
+    cpu = summary["cpu"]
+    cpu_s = cpu["user_s"] + cpu["system_s"]
+    share = f"{cpu['share_of_wall'] * 100:.0f}%" if cpu["share_of_wall"] is not None else "n/a"
+    lines = [
+        f"billing bench {summary['run_id']}: {_describe(summary)}",
+        f"sent         {summary['sent']} operations in {summary['load_s']:.1f} s "
+        f"({summary['http_requests']} HTTP requests)",
+        f"accepted/s   {summary['accepted_per_s']:.1f}  "
+        f"({summary['accepted']} accepted, {_counts(summary['rejected'])} refused)",
+        f"completed/s  {summary['completed_per_s']:.1f}  ({summary['completed']} completed: "
+        f"{summary['succeeded']} succeeded, {summary['failed']} failed)",
+        "latency      acceptance to event: "
+        + "  ".join(f"{name} {_ms(latency[name])}" for name in ("p50", "p95", "p99", "max")),
+        f"failures     {_counts(summary['failures'])}",
+        f"http errors  {_counts(summary['http_errors'])}",
+        f"pending      {summary['pending']}"
+        + (f"  (e.g. {', '.join(summary['pending_sample'])})" if summary["pending"] else ""),
+        f"bench CPU    {cpu_s:.2f} s (user {cpu['user_s']:.2f} + system {cpu['system_s']:.2f}) "
+        f"over {cpu['wall_s']:.1f} s wall: {share} of one core",
+        f"audit        {_audit(summary['audit'])}",
+    ]
+    lines.extend(f"error        {error}" for error in summary["errors"])
+    return "\n".join(lines)
+
+
+def _describe(summary: dict[str, Any]) -> str:
+    mode = f"batches of {summary['batch']}" if summary["batch"] else "single operations"
+    mix = ",".join(f"{kind}={weight}" for kind, weight in summary["mix"].items())
+    hot = f" ({summary['hot']} hot)" if summary["hot"] else " (uniform)"
+    rate = f", rate {summary['rate']:g}/s" if summary["rate"] else ""
+    amqp = f", {summary['amqp_share']:.0%} over AMQP" if summary["amqp_share"] else ""
+    return (
+        f"{mode} of {mix} over {summary['accounts']} accounts{hot}, "
+        f"concurrency {summary['concurrency']}{rate}{amqp}"
+    )
+
+
+def _counts(counts: dict[str, int]) -> str:
+    if not counts:
+        return "none"
+    return ", ".join(f"{code} {count}" for code, count in counts.items())
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} ms"
+
+
+def _audit(audit: dict[str, Any]) -> str:
+    if audit["passed"]:
+        return "passed: every ledger invariant holds"
+    if "error" in audit:
+        return f"could not run: {audit['error']}"
+    parts = []
+    for violation in audit["violations"]:
+        rows = "; ".join(str(row) for row in violation["rows"][:audit_rows_shown])
+        parts.append(f"\n  VIOLATION: {violation['invariant']}: {rows}")
+    return "FAILED" + "".join(parts)

@@ -1,0 +1,109 @@
+"""The batch endpoint: up to 1,000 independent operations of any type in one request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.support.stack import Client, EventLog
+
+
+def test_a_batch_of_every_type_is_accepted_item_by_item_and_applied(
+    client: Client, events: EventLog, new_id: Any
+) -> None:
+    alice, bob = new_id("alice"), new_id("bob")
+    client.create_account(alice)
+    client.create_account(bob)
+    credit, transfer, hold, capture = new_id("c"), new_id("t"), new_id("h"), new_id("k")
+    operations = [
+        {"type": "credit", "operation_id": credit, "account_id": alice, "amount": 1000},
+        {
+            "type": "transfer",
+            "operation_id": transfer,
+            "source_account_id": alice,
+            "destination_account_id": bob,
+            "amount": 300,
+        },
+        {"type": "hold", "operation_id": hold, "account_id": alice, "amount": 200},
+        {"type": "capture", "operation_id": capture, "hold_id": hold, "amount": 50},
+        {"type": "debit", "operation_id": new_id("d"), "account_id": bob, "amount": 10**6},
+    ]
+    response = client.post("/v1/operations/batch", {"operations": operations})
+    assert response.status_code == 202, response.text
+    items = response.json()["items"]
+    assert [i["result"] for i in items] == ["accepted"] * 5
+    assert [i["operation_id"] for i in items] == [o["operation_id"] for o in operations]
+    outcomes = [client.wait(o["operation_id"]) for o in operations]
+    assert [o["status"] for o in outcomes] == ["succeeded"] * 4 + ["failed"]
+    assert outcomes[4]["error"]["code"] == "insufficient_funds"
+    assert client.account(alice)["posted"] == 650
+    assert client.account(bob)["posted"] == 300
+    assert set(events.wait_for([o["operation_id"] for o in operations]))
+
+
+def test_a_batch_reports_repeats_conflicts_and_invalid_items_without_failing_the_rest(
+    client: Client, new_id: Any
+) -> None:
+    alice = new_id("alice")
+    client.create_account(alice)
+    done = new_id("done")
+    client.run("credits", {"operation_id": done, "account_id": alice, "amount": 5})
+    fresh = new_id("fresh")
+    response = client.post(
+        "/v1/operations/batch",
+        {
+            "operations": [
+                {"type": "credit", "operation_id": done, "account_id": alice, "amount": 5},
+                {"type": "credit", "operation_id": done, "account_id": alice, "amount": 6},
+                {"type": "credit", "operation_id": fresh, "account_id": alice, "amount": 1.5},
+                {"type": "refund", "operation_id": new_id("x")},
+                "not an object",
+                {"type": "credit", "operation_id": fresh, "account_id": alice, "amount": 7},
+            ]
+        },
+    )
+    assert response.status_code == 202, response.text
+    items = response.json()["items"]
+    assert [i["result"] for i in items] == [
+        "repeated",
+        "idempotency_conflict",
+        "validation_error",
+        "validation_error",
+        "validation_error",
+        "accepted",
+    ]
+    assert items[0]["operation"]["status"] == "succeeded"
+    assert items[2]["error"]["details"] == {"amount": ["Must be a JSON integer."]}
+    assert items[4]["operation_id"] is None
+    assert client.wait(fresh)["status"] == "succeeded"
+    assert client.account(alice)["posted"] == 12
+
+
+def test_a_batch_must_hold_one_to_a_thousand_operations(client: Client, new_id: Any) -> None:
+    assert client.post("/v1/operations/batch", {"operations": []}).status_code == 422
+    too_many = [
+        {"type": "credit", "operation_id": f"x{i}", "account_id": "a", "amount": 1}
+        for i in range(1001)
+    ]
+    assert client.post("/v1/operations/batch", {"operations": too_many}).status_code == 422
+    assert client.post("/v1/operations/batch", [1]).status_code == 422
+
+
+def test_a_thousand_operations_in_one_batch_are_all_applied(client: Client, new_id: Any) -> None:
+    accounts = [new_id(f"a{i}") for i in range(10)]
+    for account in accounts:
+        client.create_account(account)
+    operations = [
+        {
+            "type": "credit",
+            "operation_id": new_id(f"c{i}"),
+            "account_id": accounts[i % 10],
+            "amount": i + 1,
+        }
+        for i in range(1000)
+    ]
+    response = client.post("/v1/operations/batch", {"operations": operations})
+    assert response.status_code == 202
+    for operation in operations[::97] + operations[-1:]:
+        assert client.wait(operation["operation_id"])["status"] == "succeeded"
+    total = sum(client.account(a)["posted"] for a in accounts)
+    assert total == sum(range(1, 1001))
