@@ -117,7 +117,8 @@ def error_code(answer: bytes, status: str) -> str:
 async def create_account(api: Api, account_id: str) -> None:
     status, answer = await api.post("/v1/accounts", {"account_id": account_id, "currency": "USD"})
     if status not in ("200", "201"):
-        raise SetupError(f"could not create account {account_id}: {status} {answer[:200]!r}")
+        answered = "no answer" if status == TRANSPORT_ERROR else f"{status} {answer[:200]!r}"
+        raise SetupError(f"could not create account {account_id}: {answered}")
 
 
 async def batch_endpoint_available(api: Api) -> bool:

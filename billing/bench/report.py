@@ -56,7 +56,10 @@ def summarize(record: Record, setting: dict[str, Any], audit: dict[str, Any]) ->
         "audit": audit,
         "errors": record.errors,
     }
-    summary["ok"] = bool(audit["passed"]) and not pending and not record.errors
+    # A run that had nothing accepted measured nothing, and says so with its status.
+    summary["ok"] = (
+        bool(audit["passed"]) and not pending and not record.errors and bool(tally.accepted_at)
+    )
     return summary
 
 
@@ -83,7 +86,7 @@ def render(summary: dict[str, Any]) -> str:
         f"sent         {summary['sent']} operations in {summary['load_s']:.1f} s "
         f"({summary['http_requests']} HTTP requests)",
         f"accepted/s   {summary['accepted_per_s']:.1f}  "
-        f"({summary['accepted']} accepted, {_counts(summary['rejected'])} refused)",
+        f"({summary['accepted']} accepted, refused: {_counts(summary['rejected'])})",
         f"completed/s  {summary['completed_per_s']:.1f}  ({summary['completed']} completed: "
         f"{summary['succeeded']} succeeded, {summary['failed']} failed)",
         "latency      acceptance to event: "

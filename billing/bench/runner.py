@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from billing.bench.broker import EventStream, IntakePublisher, Outcome
 from billing.bench.client import (
+    BATCH_PATH,
     Api,
     SetupError,
     Tally,
@@ -30,9 +31,10 @@ from billing.config import Settings
 
 progress_interval_s = 1.0
 drain_poll_s = 0.05
-# Opening credits wait this long, plus a second per this many accounts.
-setup_wait_s = 60
-setup_accounts_per_extra_s = 100
+# Setup gives up when no opening credit has applied for this long: a slow
+# service may take minutes to credit many accounts, a stuck one never does.
+setup_stall_s = 60
+setup_progress_interval_s = 5
 
 T = TypeVar("T")
 
@@ -87,19 +89,17 @@ async def set_up(api: Api, plan: Plan, workload: Workload, stream: EventStream) 
     created_s = time.monotonic() - started
     credits = workload.opening_credits()
     tally = Tally()
-    if await batch_endpoint_available(api):
+    has_batch_endpoint = await batch_endpoint_available(api)
+    if plan.batch and not has_batch_endpoint:
+        raise SetupError(f"--batch needs POST {BATCH_PATH}, which the service does not have")
+    if has_batch_endpoint:
         chunks = [credits[i : i + batch_size_max] for i in range(0, len(credits), batch_size_max)]
         await bounded(chunks, plan.concurrency, lambda chunk: submit_batch(api, tally, chunk))
     else:
         await bounded(credits, plan.concurrency, lambda credit: submit_one(api, tally, credit))
     if len(tally.accepted_at) != len(credits):
         raise SetupError(f"opening credits refused: {dict(tally.rejected)}")
-    wait_s = setup_wait_s + len(credits) / setup_accounts_per_extra_s
-    deadline = time.monotonic() + wait_s
-    while not all(c.operation_id in stream.outcomes for c in credits):
-        if time.monotonic() > deadline or stream.error is not None:
-            raise SetupError(f"opening credits not applied within {wait_s:.0f} s")
-        await asyncio.sleep(0.1)
+    await wait_for_outcomes([c.operation_id for c in credits], stream)
     failed = {stream.outcomes[c.operation_id].error_code for c in credits} - {None}
     if failed:
         raise SetupError(f"opening credits failed: {sorted(map(str, failed))}")
@@ -108,6 +108,25 @@ async def set_up(api: Api, plan: Plan, workload: Workload, stream: EventStream) 
         f"setup: {len(credits)} accounts created in {created_s:.1f} s, "
         f"their opening credits applied in {credited_s:.1f} s"
     )
+
+
+async def wait_for_outcomes(operation_ids: list[str], stream: EventStream) -> None:
+    """Wait for every operation's event, as long as they keep coming."""
+    applied, progressed_at, shown_at = 0, time.monotonic(), time.monotonic()
+    while applied < len(operation_ids):
+        await asyncio.sleep(0.25)
+        now_applied = sum(1 for i in operation_ids if i in stream.outcomes)
+        now = time.monotonic()
+        if now_applied > applied:
+            applied, progressed_at = now_applied, now
+        if stream.error is not None or now - progressed_at > setup_stall_s:
+            raise SetupError(
+                f"{len(operation_ids) - applied} opening credits still not applied "
+                f"({setup_stall_s} s without progress; event stream error: {stream.error})"
+            )
+        if now - shown_at >= setup_progress_interval_s:
+            progress(f"setup: {applied}/{len(operation_ids)} opening credits applied")
+            shown_at = now
 
 
 async def bounded(

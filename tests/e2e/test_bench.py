@@ -1,0 +1,56 @@
+"""`billing bench` end to end: a short run against the session's stack, read back as JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from billing.config import Settings
+from tests.conftest import Workers
+from tests.support import stack
+
+OPERATIONS = 300
+
+
+def test_bench_sees_every_operation_complete_and_the_audit_pass(
+    settings: Settings, api_url: str, client: stack.Client, workers: Workers
+) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "billing.cli",
+        "bench",
+        "--url",
+        api_url,
+        "--token",
+        settings.api_tokens[0],
+        "--count",
+        str(OPERATIONS),
+        "--accounts",
+        "50",
+        "--concurrency",
+        "8",
+        "--seed",
+        "6",
+        "--json",
+    ]
+    finished = subprocess.run(
+        command, env=stack.environment(settings), capture_output=True, text=True, timeout=240
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    report = json.loads(finished.stdout)
+
+    assert report["sent"] == report["accepted"] == report["completed"] == OPERATIONS
+    assert report["succeeded"] == OPERATIONS, report["failures"]
+    assert report["pending"] == 0
+    assert report["rejected"] == {} and report["http_errors"] == {}
+    assert report["http_requests"] == OPERATIONS
+    assert report["audit"] == {"passed": True, "violations": []}
+    assert report["ok"] is True
+    latency = report["latency_ms"]
+    assert set(latency) == {"p50", "p95", "p99", "max"}
+    assert 0 <= latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
+    assert report["accepted_per_s"] > 0 and report["completed_per_s"] > 0
+    assert report["cpu"]["user_s"] + report["cpu"]["system_s"] > 0
+    assert "completed/s" in finished.stderr  # the progress lines
