@@ -103,6 +103,7 @@ def delete_amqp_entities(settings: Settings) -> None:
             topology.requests.name,
             name("billing.tasks"),
             name("billing.tasks.dead"),
+            name("billing.requests.dead"),
             name("billing.celeryev"),
             f"{name('billing')}.pidbox",
             f"reply.{name('billing')}.pidbox",
