@@ -210,7 +210,6 @@ def test_hold_capture_and_release_are_idempotent(client: Client, funded: Any, ne
 def test_capture_after_expires_at_fails_with_hold_expired_even_before_the_expiry_job(
     client: Client, funded: Any, new_id: Any
 ) -> None:
-    # No beat runs in this module, so nothing expires the hold but the rule itself.
     alice = funded("alice", 1000)
     hold_id = new_id("h")
     hold(client, hold_id, alice, 300, expires_in=1)
@@ -220,5 +219,7 @@ def test_capture_after_expires_at_fails_with_hold_expired_even_before_the_expiry
     outcome = capture(client, hold_id, new_id("c"))
     assert outcome["error"]["code"] == "hold_expired"
     assert release(client, hold_id, new_id("r"))["error"]["code"] == "hold_expired"
+    # Beat may run in this session (another module starts it), so the hold is
+    # either still active (the job has not run) or expired; never captured.
     (listed,) = client.get(f"/v1/accounts/{alice}/holds").json()["items"]
-    assert (listed["status"], listed["remaining"]) == ("active", 300)
+    assert (listed["status"], listed["captured"]) in (("active", 0), ("expired", 0))

@@ -376,3 +376,22 @@ def test_a_successful_transfer_conserves_money_and_respects_the_source_floor(
     after = apply_postings(state, decision.postings)
     assert after["a"].posted + after["b"].posted == source + destination
     assert after["a"].available >= after["a"].floor
+
+
+def test_capture_of_an_active_hold_past_expires_at_fails_with_hold_expired_before_any_expiry() -> (
+    None
+):
+    from datetime import UTC, datetime, timedelta
+
+    from billing import holds as hold_rules
+    from billing.domain import AccountState, HoldState, HoldStatus
+
+    now = datetime(2026, 11, 24, tzinfo=UTC)
+    hold = HoldState(
+        "h1", "alice", None, 300, 0, 300, HoldStatus.active, now - timedelta(seconds=1)
+    )
+    accounts = {"alice": AccountState("alice", "USD", 1000, 300, 0)}
+    decision = hold_rules.capture({"hold_id": "h1"}, accounts, hold, now)
+    assert getattr(decision, "code", None) == "hold_expired"
+    assert hold_rules.release(hold, now, "h1").code == "hold_expired"  # type: ignore[union-attr]
+    assert hold_rules.capture({"hold_id": "h1"}, accounts, hold, now - timedelta(seconds=2)).hold
