@@ -88,7 +88,7 @@ def _apply_batch(ids: list[str], uow: UnitOfWork, clock: Clock) -> list[Applied]
             )
             for record, seq in zip(pending, uow.next_ledger_seqs(len(pending)), strict=True):
                 records[record.operation.operation_id] = applier.apply(record, seq)
-            _write(applier, uow)
+            _write(applier, uow, [operation_event(r) for r in applier.completed])
         applied_ids = {r.operation.operation_id for r in pending}
         unpublished = set(uow.unpublished_event_ids([i for i in ids if i not in applied_ids]))
         uow.commit()
@@ -138,7 +138,7 @@ def _locks_for(
     return account_ids, holds_before
 
 
-def _write(applier: BatchApplier, uow: UnitOfWork) -> None:
+def _write(applier: BatchApplier, uow: UnitOfWork, events: list[Event]) -> None:
     """Write what the batch did in a few statements, and check it against the rules."""
     moves = applier.balance_moves()
     after = uow.move_balances(moves)
@@ -149,7 +149,7 @@ def _write(applier: BatchApplier, uow: UnitOfWork) -> None:
         [applier.holds[h] for h in sorted(applier.changed_hold_ids)],
     )
     uow.complete_operations(applier.completed)
-    uow.add_events([operation_event(record) for record in applier.completed])
+    uow.add_events(events)
 
 
 def expire_hold(hold_id: str, uow: UnitOfWork, clock: Clock = utc_now) -> str | None:
@@ -175,20 +175,9 @@ def expire_hold(hold_id: str, uow: UnitOfWork, clock: Clock = utc_now) -> str | 
         applier = BatchApplier(uow.get_accounts(hold_account_ids(hold)), {hold_id: hold}, now)
         (seq,) = uow.next_ledger_seqs(1)
         applier.apply(record, seq)
-        moves = applier.balance_moves()
-        assert uow.move_balances(moves) == applier.expected_accounts(set(moves))
-        uow.insert_entries(applier.entries, now)
-        uow.save_holds([], [applier.holds[hold_id]])
-        uow.complete_operations(applier.completed)
-        uow.add_events(
-            [
-                Event(
-                    message_id=operation.operation_id,
-                    routing_key="hold.expired",
-                    body={**render_hold(applier.holds[hold_id]), "schema_version": 1},
-                )
-            ]
-        )
+        expired = applier.holds[hold_id]
+        event_body = {**render_hold(expired), "schema_version": 1}
+        _write(applier, uow, [Event(operation.operation_id, "hold.expired", event_body)])
         uow.commit()
     return operation.operation_id
 
