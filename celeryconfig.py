@@ -65,18 +65,30 @@ delivery_limit = 20
 tasks_exchange = Exchange(_name("billing.tasks"), type="topic", durable=True)
 tasks_dead_exchange = Exchange(_name("billing.tasks.dead"), type="fanout", durable=True)
 tasks_routing_key = _name("billing.tasks")
+_task_queue_arguments = {
+    "x-queue-type": "quorum",
+    "x-delivery-limit": delivery_limit,
+    "x-dead-letter-exchange": tasks_dead_exchange.name,
+    "x-dead-letter-strategy": "at-least-once",
+    "x-overflow": "reject-publish",
+}
 tasks_queue = Queue(
     _name("billing.tasks"),
     exchange=tasks_exchange,
     routing_key=tasks_routing_key,
     durable=True,
-    queue_arguments={
-        "x-queue-type": "quorum",
-        "x-delivery-limit": delivery_limit,
-        "x-dead-letter-exchange": tasks_dead_exchange.name,
-        "x-dead-letter-strategy": "at-least-once",
-        "x-overflow": "reject-publish",
-    },
+    queue_arguments=_task_queue_arguments,
+)
+# The result task (publish outcomes) has a queue of its own, so an outcome is
+# published as soon as a worker process is free instead of waiting behind
+# every ledger task already queued.
+results_routing_key = _name("billing.results")
+results_queue = Queue(
+    _name("billing.results"),
+    exchange=tasks_exchange,
+    routing_key=results_routing_key,
+    durable=True,
+    queue_arguments=_task_queue_arguments,
 )
 tasks_dead_queue = Queue(
     _name("billing.tasks.dead"),
@@ -85,7 +97,10 @@ tasks_dead_queue = Queue(
     durable=True,
     queue_arguments={"x-queue-type": "quorum"},
 )
-task_queues = [tasks_queue]
+task_queues = [tasks_queue, results_queue]
+task_routes = {
+    "billing.publish_events": {"queue": results_queue.name, "routing_key": results_routing_key},
+}
 task_default_queue = tasks_queue.name
 task_default_exchange = tasks_exchange.name
 # A topic exchange, because Celery's native delayed delivery (how a countdown
@@ -102,9 +117,11 @@ broker_native_delayed_delivery_queue_type = "quorum"
 # wrong arguments are rejected to the dead-letter exchange by Celery itself.
 worker_consumer = "tasks.consumer:DeadLetteringConsumer"
 
-# Events for Flower, on exchanges named with the deployment's prefix.
-worker_send_task_events = True
-task_send_sent_event = True
+# Task events for Flower, on exchanges named with the deployment's prefix.
+# Off until someone watches: Flower switches them on in every worker it sees
+# (`enable_events`), so a worker nobody watches spends nothing on them.
+worker_send_task_events = False
+task_send_sent_event = False
 event_exchange = _name("billing.celeryev")
 event_queue_prefix = _name("billing.celeryev")
 control_exchange = _name("billing")

@@ -26,7 +26,7 @@ from billing.adapters.schemas import (
 )
 from billing.domain import Operation, OperationType, Status
 from billing.ports import OperationRecord
-from billing.service import Acceptance, accept_operation, accept_operations, render_operation
+from billing.service import Acceptance, accept_and_enqueue, render_operation
 
 blp = Blueprint("operations", __name__, url_prefix="/v1", description="Operations")
 
@@ -36,7 +36,10 @@ def submit(operation_type: OperationType, body: dict[str, Any]) -> tuple[dict[st
     request = dict(body)
     operation = Operation(request.pop("operation_id"), operation_type, request)
     logs.current_operation_id.set(operation.operation_id)
-    outcome, record = accept_operation(operation, services().uow())
+    # Recorded and enqueued together with the other requests of this moment;
+    # if the enqueue fails the client gets a 503 and the recovery sweep
+    # enqueues the recorded operation later.
+    outcome, record = services().acceptor.submit(operation)
     metrics.operations_accepted.labels(operation_type.value, outcome.value).inc()
     if outcome is Acceptance.conflict:
         raise ApiError(
@@ -44,12 +47,7 @@ def submit(operation_type: OperationType, body: dict[str, Any]) -> tuple[dict[st
             "idempotency_conflict",
             f"operation {operation.operation_id} was already submitted with another body",
         )
-    if outcome is Acceptance.accepted:
-        # Recorded before it is enqueued: if the enqueue fails the client gets
-        # a 503, and the recovery sweep enqueues the recorded operation later.
-        services().enqueuer.enqueue(operation.operation_id)
-        return render_operation(record), 202
-    return render_operation(record), 200
+    return render_operation(record), 202 if outcome is Acceptance.accepted else 200
 
 
 def register_operation_route(
@@ -100,16 +98,9 @@ def submit_batch(body: dict[str, Any]) -> dict[str, Any]:
         Operation(fields.pop("operation_id"), OperationType(kind), fields)
         for kind, fields in (p for p in parsed if isinstance(p, tuple))
     ]
-    accepted = accept_operations(operations, services().uow()) if operations else []
-    fresh = [
-        record.operation.operation_id
-        for outcome, record in accepted
-        if outcome is Acceptance.accepted
-    ]
-    for start in range(0, len(fresh), limits.enqueue_group_size_max):
-        services().task_queue.enqueue_operations(
-            fresh[start : start + limits.enqueue_group_size_max]
-        )
+    accepted = accept_and_enqueue(
+        operations, services().uow(), services().task_queue.enqueue_operations
+    )
     results = iter(accepted)
     items = []
     for raw, item in zip(body["operations"], parsed, strict=True):

@@ -11,10 +11,14 @@ from functools import cached_property
 from sqlalchemy import Engine
 
 from billing import limits
-from billing.adapters.celery_client import GroupingEnqueuer, TaskQueue, make_celery_app
+from billing.adapters.celery_client import ENQUEUE_WAIT_MAX_S, TaskQueue, make_celery_app
 from billing.adapters.database import make_engine
 from billing.adapters.ledger_db import SqlUnitOfWork
 from billing.config import Settings
+from billing.domain import Operation
+from billing.grouping import Grouper
+from billing.ports import OperationRecord
+from billing.service import Acceptance, accept_and_enqueue
 
 
 class Services:
@@ -31,11 +35,15 @@ class Services:
         return TaskQueue(make_celery_app())
 
     @cached_property
-    def enqueuer(self) -> GroupingEnqueuer:
-        return GroupingEnqueuer(
-            self.task_queue,
+    def acceptor(self) -> Grouper[Operation, tuple[Acceptance, OperationRecord]]:
+        """Records and enqueues the single operations of concurrent requests together."""
+        return Grouper(
+            lambda operations: accept_and_enqueue(
+                operations, self.uow(), self.task_queue.enqueue_operations
+            ),
             limits.enqueue_group_window_ms / 1000,
             limits.enqueue_group_size_max,
+            ENQUEUE_WAIT_MAX_S,
         )
 
     def uow(self) -> SqlUnitOfWork:

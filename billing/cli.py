@@ -56,8 +56,6 @@ def api_command(host: str, port: int, workers: int, threads: int) -> list[str]:
         "60",
         "--graceful-timeout",
         "10",
-        "--access-logfile",
-        "-",
     )
 
 

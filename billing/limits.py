@@ -49,8 +49,13 @@ pending_sweep_interval_s = 10
 batch_size_max = 1_000
 # The API groups the single operations that arrive within this window into one
 # ledger task, up to this many.
-enqueue_group_window_ms = 2
+enqueue_group_window_ms = 5
 enqueue_group_size_max = 100
+
+# How long a burst of events waits for the broker's confirms, and a new
+# publisher connection for the broker to answer, before they count as failed.
+event_confirm_timeout_s = 10
+broker_connect_timeout_s = 2
 
 # `billing dead-letters` holds every message it has looked at unacknowledged
 # until the run ends (so it never sees one twice and loses none if it dies),

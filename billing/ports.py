@@ -11,7 +11,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from billing.domain import AccountState, HoldState, NewAccount, Operation
+from billing.domain import AccountState, HoldState, NewAccount, Operation, Status
 
 if TYPE_CHECKING:
     from billing.batch import Entry
@@ -66,9 +66,10 @@ class UnitOfWork(Protocol):
 
     def get_accounts(self, account_ids: list[str]) -> dict[str, AccountState]: ...
 
-    def get_operations(
-        self, operation_ids: list[str], for_update: bool = False
-    ) -> dict[str, OperationRecord]: ...
+    def get_operations(self, operation_ids: list[str]) -> dict[str, OperationRecord]: ...
+
+    def operation_statuses(self, operation_ids: list[str]) -> dict[str, Status]:
+        """The current status of each operation (read under the account locks)."""
 
     def get_holds(self, hold_ids: list[str], for_update: bool = False) -> dict[str, HoldState]: ...
 
@@ -98,10 +99,11 @@ class UnitOfWork(Protocol):
         self, operations: list[Operation]
     ) -> tuple[dict[str, OperationRecord], set[str]]: ...
 
-    def claim_unpublished_events(
-        self, message_ids: list[str] | None, *, older_than_s: float, limit: int
-    ) -> list[Event]:
-        """Lock unpublished events (skipping ones another process holds)."""
+    def unpublished_events(self, message_ids: list[str]) -> list[Event]:
+        """The named events not yet published (no lock taken)."""
+
+    def claim_unpublished_events(self, *, older_than_s: float, limit: int) -> list[Event]:
+        """Lock the oldest events unpublished for a while (skipping ones another holds)."""
 
     def mark_events_published(self, message_ids: list[str]) -> None: ...
 

@@ -76,8 +76,10 @@ def _apply_batch(ids: list[str], uow: UnitOfWork, clock: Clock) -> list[Applied]
         if pending:
             account_ids, holds_before = _locks_for(pending, uow)
             uow.lock_accounts(sorted(account_ids))
-            records.update(uow.get_operations([r.operation.operation_id for r in pending], True))
-            pending = [r for r in pending if _is_pending(records[r.operation.operation_id])]
+            # Under the locks, every writer of these operations has committed or
+            # waits: one that another run applied meanwhile is left alone.
+            statuses = uow.operation_statuses([r.operation.operation_id for r in pending])
+            pending = [r for r in pending if statuses[r.operation.operation_id] is Status.pending]
             holds = uow.get_holds(list(holds_before), for_update=True)
             if any(h not in holds_before or holds_before[h] is None for h in holds):
                 raise _LocksChanged()
@@ -271,6 +273,21 @@ def accept_operations(
     return results
 
 
+def accept_and_enqueue(
+    operations: list[Operation], uow: UnitOfWork, enqueue: Callable[[list[str]], None]
+) -> list[tuple[Acceptance, OperationRecord]]:
+    """Record operations (one transaction), then enqueue the new ones in ledger tasks.
+
+    Recorded before enqueued: if the enqueue fails the caller reports an
+    error and the recovery sweep enqueues the recorded operations later.
+    """
+    results = accept_operations(operations, uow) if operations else []
+    fresh = [r.operation.operation_id for a, r in results if a is Acceptance.accepted]
+    for start in range(0, len(fresh), limits.enqueue_group_size_max):
+        enqueue(fresh[start : start + limits.enqueue_group_size_max])
+    return results
+
+
 def open_account(account: NewAccount, uow: UnitOfWork) -> tuple[Acceptance, dict[str, Any]]:
     """Create an account; a repeat with the same currency and limit is not an error."""
     with uow:
@@ -282,22 +299,40 @@ def open_account(account: NewAccount, uow: UnitOfWork) -> tuple[Acceptance, dict
     return (Acceptance.repeated if same else Acceptance.conflict), row
 
 
-def publish_events(
-    message_ids: list[str] | None,
+def publish_events(message_ids: list[str], uow: UnitOfWork, publisher: EventPublisher) -> int:
+    """Publish the named events that are still unpublished; return how many.
+
+    The transaction that reads them ends before the broker is waited for, so
+    no row stays locked across a network wait; a publisher that races another
+    one (or the relay) on an event sends it twice, which the contract allows
+    (at least once, every copy the same). A crash after the publish and
+    before the mark publishes it again later, for the same reason.
+    """
+    with uow:
+        events = uow.unpublished_events(message_ids)
+        uow.commit()
+        if not events:
+            return 0
+        publisher.publish(events)
+        uow.mark_events_published([e.message_id for e in events])
+        uow.commit()
+    return len(events)
+
+
+def relay_events(
     uow: UnitOfWork,
     publisher: EventPublisher,
     *,
-    older_than_s: float = 0,
+    older_than_s: float,
     limit: int = limits.outbox_publish_batch_max,
 ) -> int:
-    """Publish recorded events that are still unpublished; return how many.
+    """Publish events left unpublished for `older_than_s` (their publisher died).
 
-    The rows stay locked while publishing, so two publishers never race on one
-    event; a crash after the publish and before the commit publishes it again,
-    which the contract allows (at least once, every copy the same).
+    The claimed rows stay locked while publishing, so two relays never send
+    the same backlog twice.
     """
     with uow:
-        events = uow.claim_unpublished_events(message_ids, older_than_s=older_than_s, limit=limit)
+        events = uow.claim_unpublished_events(older_than_s=older_than_s, limit=limit)
         if not events:
             return 0
         publisher.publish(events)

@@ -7,6 +7,7 @@ from billing.bootstrap import Services
 from billing.config import Settings
 
 _services: Services | None = None
+_publisher: EventPublisher | None = None
 
 
 def services() -> Services:
@@ -17,13 +18,20 @@ def services() -> Services:
 
 
 def reset() -> None:
-    global _services
+    """Forget what a parent process built: connections are never shared across a fork."""
+    global _services, _publisher
     if _services is not None:
         _services.dispose()
     _services = None
+    _publisher = None
 
 
 def event_publisher() -> EventPublisher:
-    from tasks.celery_app import app
+    """The process's publisher of events (its own broker connection, made on first use)."""
+    global _publisher
+    if _publisher is None:
+        from tasks.celery_app import app
 
-    return EventPublisher(app.producer_pool, Topology(services().settings))
+        settings = services().settings
+        _publisher = EventPublisher(settings.broker_url, app.producer_pool, Topology(settings))
+    return _publisher

@@ -17,8 +17,7 @@ log = logging.getLogger(__name__)
 def relay_outbox() -> int:
     """Publish events whose result task never ran (a crash between commit and publish)."""
     try:
-        published = service.publish_events(
-            None,
+        published = service.relay_events(
             services().uow(),
             event_publisher(),
             older_than_s=limits.outbox_republish_after_s,

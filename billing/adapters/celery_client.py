@@ -7,8 +7,6 @@ sides of the broker.
 
 from __future__ import annotations
 
-import threading
-
 from celery import Celery
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
@@ -61,55 +59,3 @@ class TaskQueue:
             return True
         except Exception:
             return False
-
-
-class _Group:
-    def __init__(self) -> None:
-        self.operation_ids: list[str] = []
-        self.full = threading.Event()
-        self.sent = threading.Event()
-        self.error: Exception | None = None
-
-
-class GroupingEnqueuer:
-    """Groups the operations that request threads enqueue at about the same time.
-
-    The first thread of a group waits up to `window_s` (or until the group is
-    full), then sends one task for the whole group; every thread returns once
-    that publish is confirmed, or raises TransientError if it failed. Under
-    load this turns many small tasks into a few batches the workers apply in
-    one transaction each; alone, a request waits `window_s` at most.
-    """
-
-    def __init__(self, queue: TaskQueue, window_s: float, size_max: int) -> None:
-        self._queue = queue
-        self._window_s = window_s
-        self._size_max = size_max
-        self._lock = threading.Lock()
-        self._open: _Group | None = None
-
-    def enqueue(self, operation_id: str) -> None:
-        with self._lock:
-            group, leader = self._open, False
-            if group is None:
-                group, leader = _Group(), True
-                self._open = group
-            group.operation_ids.append(operation_id)
-            if len(group.operation_ids) >= self._size_max:
-                self._open = None
-                group.full.set()
-        if leader:
-            group.full.wait(self._window_s)
-            with self._lock:
-                if self._open is group:
-                    self._open = None
-            try:
-                self._queue.enqueue_operations(group.operation_ids)
-            except TransientError as error:
-                group.error = error
-            finally:
-                group.sent.set()
-        elif not group.sent.wait(ENQUEUE_WAIT_MAX_S):
-            raise TransientError("the broker did not confirm the enqueue in time")
-        if group.error is not None:
-            raise group.error

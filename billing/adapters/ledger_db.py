@@ -28,9 +28,63 @@ from billing.domain import (
 )
 from billing.ports import Event, OperationRecord
 
+# The statements a batch runs take whole arrays as parameters (`= ANY`,
+# `unnest`), so each is one cached statement whatever the batch size, instead
+# of SQL built and compiled again for every size.
 _LOCK_STATEMENT = text(
     "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(:keys) WITH ORDINALITY AS t(k, n)"
 ).bindparams(bindparam("keys", type_=ARRAY(BIGINT)))
+_GET_OPERATIONS = text("SELECT * FROM operations WHERE operation_id = ANY(:ids)")
+_OPERATION_STATUSES = text(
+    "SELECT operation_id, status FROM operations WHERE operation_id = ANY(:ids)"
+)
+_GET_ACCOUNTS = text("SELECT * FROM accounts WHERE account_id = ANY(:ids)")
+_NEXT_LEDGER_SEQS = text("SELECT nextval('ledger_seq') AS seq FROM generate_series(1, :n)")
+_INSERT_OPERATIONS = text(
+    "INSERT INTO operations (operation_id, type, request) "
+    "SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:types AS varchar[]), "
+    "CAST(:requests AS jsonb[])) "
+    "ON CONFLICT DO NOTHING RETURNING *"
+)
+_MOVE_BALANCES = text(
+    "UPDATE accounts SET posted = accounts.posted + d.posted, held = accounts.held + d.held "
+    "FROM unnest(CAST(:ids AS varchar[]), CAST(:posted AS bigint[]), CAST(:held AS bigint[])) "
+    "AS d(account_id, posted, held) "
+    "WHERE accounts.account_id = d.account_id AND NOT accounts.is_external "
+    "RETURNING accounts.*"
+)
+_INSERT_ENTRIES = text(
+    "INSERT INTO entries (operation_id, account_id, type, bucket, amount, posted_after, "
+    "held_after, created_at) "
+    "SELECT o, a, t, b, m, p, h, CAST(:created_at AS timestamptz) FROM unnest("
+    "CAST(:operation_ids AS varchar[]), CAST(:account_ids AS varchar[]), "
+    "CAST(:types AS varchar[]), CAST(:buckets AS varchar[]), CAST(:amounts AS bigint[]), "
+    "CAST(:posted_after AS bigint[]), CAST(:held_after AS bigint[])) AS e(o, a, t, b, m, p, h)"
+)
+_COMPLETE_OPERATIONS = text(
+    "UPDATE operations SET status = d.status, error_code = d.code, "
+    "error_message = d.message, balances = d.balances, completed_at = d.at, ledger_seq = d.seq "
+    "FROM unnest(CAST(:ids AS varchar[]), CAST(:statuses AS varchar[]), "
+    "CAST(:codes AS varchar[]), CAST(:messages AS text[]), CAST(:balances AS jsonb[]), "
+    "CAST(:ats AS timestamptz[]), CAST(:seqs AS bigint[])) "
+    "AS d(operation_id, status, code, message, balances, at, seq) "
+    "WHERE operations.operation_id = d.operation_id AND operations.status = 'pending'"
+)
+_ADD_EVENTS = text(
+    "INSERT INTO outbox (message_id, routing_key, body) "
+    "SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:keys AS varchar[]), "
+    "CAST(:bodies AS jsonb[]))"
+)
+_UNPUBLISHED_EVENTS = text(
+    "SELECT message_id, routing_key, body FROM outbox "
+    "WHERE message_id = ANY(:ids) AND published_at IS NULL"
+)
+_UNPUBLISHED_EVENT_IDS = text(
+    "SELECT message_id FROM outbox WHERE message_id = ANY(:ids) AND published_at IS NULL"
+)
+_MARK_EVENTS_PUBLISHED = text(
+    "UPDATE outbox SET published_at = now() WHERE message_id = ANY(:ids) AND published_at IS NULL"
+)
 
 
 def account_lock_key(account_id: str) -> int:
@@ -72,6 +126,10 @@ def hold_from_row(row: Any) -> HoldState:
         expires_at=row.expires_at,
         created_at=row.created_at,
     )
+
+
+def _json_or_none(value: Any) -> str | None:
+    return json.dumps(value) if value is not None else None
 
 
 def account_from_row(row: Any) -> AccountState:
@@ -142,13 +200,13 @@ class SqlUnitOfWork:
         row = self.connection.execute(query).first()
         return record_from_row(row) if row else None
 
-    def get_operations(
-        self, operation_ids: list[str], for_update: bool = False
-    ) -> dict[str, OperationRecord]:
-        query = select(tables.operations).where(tables.operations.c.operation_id.in_(operation_ids))
-        if for_update:
-            query = query.order_by(tables.operations.c.operation_id).with_for_update()
-        return {row.operation_id: record_from_row(row) for row in self.connection.execute(query)}
+    def get_operations(self, operation_ids: list[str]) -> dict[str, OperationRecord]:
+        rows = self.connection.execute(_GET_OPERATIONS, {"ids": operation_ids})
+        return {row.operation_id: record_from_row(row) for row in rows}
+
+    def operation_statuses(self, operation_ids: list[str]) -> dict[str, Status]:
+        rows = self.connection.execute(_OPERATION_STATUSES, {"ids": operation_ids})
+        return {row.operation_id: Status(row.status) for row in rows}
 
     def get_holds(self, hold_ids: list[str], for_update: bool = False) -> dict[str, HoldState]:
         if not hold_ids:
@@ -159,9 +217,7 @@ class SqlUnitOfWork:
         return {row.hold_id: hold_from_row(row) for row in self.connection.execute(query)}
 
     def next_ledger_seqs(self, count: int) -> list[int]:
-        rows = self.connection.execute(
-            text("SELECT nextval('ledger_seq') AS seq FROM generate_series(1, :n)"), {"n": count}
-        )
+        rows = self.connection.execute(_NEXT_LEDGER_SEQS, {"n": count})
         return sorted(int(row.seq) for row in rows)
 
     def move_balances(self, moves: dict[str, tuple[int, int]]) -> dict[str, AccountState]:
@@ -173,29 +229,30 @@ class SqlUnitOfWork:
         """
         if not moves:
             return {}
-        values = ", ".join(
-            f"(:a{i}, CAST(:p{i} AS bigint), CAST(:h{i} AS bigint))" for i in range(len(moves))
-        )
-        params: dict[str, Any] = {}
-        for i, (account_id, (posted, held)) in enumerate(moves.items()):
-            params.update({f"a{i}": account_id, f"p{i}": posted, f"h{i}": held})
         rows = self.connection.execute(
-            text(
-                "UPDATE accounts SET posted = accounts.posted + d.posted, "
-                "held = accounts.held + d.held "
-                f"FROM (VALUES {values}) AS d(account_id, posted, held) "
-                "WHERE accounts.account_id = d.account_id AND NOT accounts.is_external "
-                "RETURNING accounts.*"
-            ),
-            params,
+            _MOVE_BALANCES,
+            {
+                "ids": list(moves),
+                "posted": [posted for posted, _ in moves.values()],
+                "held": [held for _, held in moves.values()],
+            },
         )
         return {row.account_id: account_from_row(row) for row in rows}
 
     def insert_entries(self, entries: list[Entry], created_at: datetime) -> None:
         if entries:
             self.connection.execute(
-                insert(tables.entries),
-                [{**entry.__dict__, "created_at": created_at} for entry in entries],
+                _INSERT_ENTRIES,
+                {
+                    "operation_ids": [e.operation_id for e in entries],
+                    "account_ids": [e.account_id for e in entries],
+                    "types": [e.type for e in entries],
+                    "buckets": [e.bucket for e in entries],
+                    "amounts": [e.amount for e in entries],
+                    "posted_after": [e.posted_after for e in entries],
+                    "held_after": [e.held_after for e in entries],
+                    "created_at": created_at,
+                },
             )
 
     def save_holds(self, new: list[HoldState], changed: list[HoldState]) -> None:
@@ -229,60 +286,39 @@ class SqlUnitOfWork:
         """Store the terminal status and outcome of each operation, in one statement."""
         if not records:
             return
-        values = ", ".join(
-            f"(:o{i}, :s{i}, :c{i}, :m{i}, CAST(:b{i} AS jsonb), CAST(:t{i} AS timestamptz), "
-            f"CAST(:q{i} AS bigint))"
-            for i in range(len(records))
-        )
-        params: dict[str, Any] = {}
-        for i, record in enumerate(records):
-            params.update(
-                {
-                    f"o{i}": record.operation.operation_id,
-                    f"s{i}": record.operation.status.value,
-                    f"c{i}": record.error_code,
-                    f"m{i}": record.error_message,
-                    f"b{i}": json.dumps(record.balances) if record.balances is not None else None,
-                    f"t{i}": record.completed_at,
-                    f"q{i}": record.ledger_seq,
-                }
-            )
         done = self.connection.execute(
-            text(
-                "UPDATE operations SET status = d.status, error_code = d.code, "
-                "error_message = d.message, balances = d.balances, completed_at = d.at, "
-                "ledger_seq = d.seq "
-                f"FROM (VALUES {values}) AS d(operation_id, status, code, message, balances, at, "
-                "seq) WHERE operations.operation_id = d.operation_id AND operations.status = "
-                "'pending'"
-            ),
-            params,
+            _COMPLETE_OPERATIONS,
+            {
+                "ids": [r.operation.operation_id for r in records],
+                "statuses": [r.operation.status.value for r in records],
+                "codes": [r.error_code for r in records],
+                "messages": [r.error_message for r in records],
+                "balances": [_json_or_none(r.balances) for r in records],
+                "ats": [r.completed_at for r in records],
+                "seqs": [r.ledger_seq for r in records],
+            },
         )
         assert done.rowcount == len(records), "an operation completed twice"
 
     def add_events(self, events: list[Event]) -> None:
         if events:
             self.connection.execute(
-                insert(tables.outbox),
-                [
-                    {"message_id": e.message_id, "routing_key": e.routing_key, "body": e.body}
-                    for e in events
-                ],
+                _ADD_EVENTS,
+                {
+                    "ids": [e.message_id for e in events],
+                    "keys": [e.routing_key for e in events],
+                    "bodies": [json.dumps(e.body) for e in events],
+                },
             )
 
     def get_accounts(self, account_ids: list[str]) -> dict[str, AccountState]:
-        rows = self.connection.execute(
-            select(tables.accounts).where(tables.accounts.c.account_id.in_(account_ids))
-        )
+        rows = self.connection.execute(_GET_ACCOUNTS, {"ids": account_ids})
         return {row.account_id: account_from_row(row) for row in rows}
 
     def unpublished_event_ids(self, message_ids: list[str]) -> list[str]:
-        rows = self.connection.execute(
-            select(tables.outbox.c.message_id).where(
-                tables.outbox.c.message_id.in_(message_ids),
-                tables.outbox.c.published_at.is_(None),
-            )
-        )
+        if not message_ids:
+            return []
+        rows = self.connection.execute(_UNPUBLISHED_EVENT_IDS, {"ids": message_ids})
         return [row.message_id for row in rows]
 
     def create_account(self, account: NewAccount) -> tuple[dict[str, Any], bool]:
@@ -338,17 +374,13 @@ class SqlUnitOfWork:
         self, operations: list[Operation]
     ) -> tuple[dict[str, OperationRecord], set[str]]:
         """Record many operations as pending; every record, and the ids newly inserted."""
-        table = tables.operations
         rows = self.connection.execute(
-            pg_insert(table)
-            .values(
-                [
-                    {"operation_id": o.operation_id, "type": o.type.value, "request": o.request}
-                    for o in operations
-                ]
-            )
-            .on_conflict_do_nothing()
-            .returning(table)
+            _INSERT_OPERATIONS,
+            {
+                "ids": [o.operation_id for o in operations],
+                "types": [o.type.value for o in operations],
+                "requests": [json.dumps(o.request) for o in operations],
+            },
         )
         records = {row.operation_id: record_from_row(row) for row in rows}
         created = set(records)
@@ -357,30 +389,27 @@ class SqlUnitOfWork:
             records.update(self.get_operations(missing))
         return records, created
 
-    def claim_unpublished_events(
-        self, message_ids: list[str] | None, *, older_than_s: float, limit: int
-    ) -> list[Event]:
+    def unpublished_events(self, message_ids: list[str]) -> list[Event]:
+        rows = self.connection.execute(_UNPUBLISHED_EVENTS, {"ids": message_ids})
+        return [Event(r.message_id, r.routing_key, r.body) for r in rows]
+
+    def claim_unpublished_events(self, *, older_than_s: float, limit: int) -> list[Event]:
         outbox = tables.outbox
-        query = select(outbox.c.message_id, outbox.c.routing_key, outbox.c.body).where(
-            outbox.c.published_at.is_(None)
-        )
-        if message_ids is not None:
-            query = query.where(outbox.c.message_id.in_(message_ids))
-        if older_than_s > 0:
-            query = query.where(
+        query = (
+            select(outbox.c.message_id, outbox.c.routing_key, outbox.c.body)
+            .where(
+                outbox.c.published_at.is_(None),
                 outbox.c.created_at
-                < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_s)
+                < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_s),
             )
-        query = query.order_by(outbox.c.event_id).limit(limit).with_for_update(skip_locked=True)
+            .order_by(outbox.c.event_id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
         return [Event(r.message_id, r.routing_key, r.body) for r in self.connection.execute(query)]
 
     def mark_events_published(self, message_ids: list[str]) -> None:
-        outbox = tables.outbox
-        self.connection.execute(
-            update(outbox)
-            .where(outbox.c.message_id.in_(message_ids))
-            .values(published_at=func.now())
-        )
+        self.connection.execute(_MARK_EVENTS_PUBLISHED, {"ids": message_ids})
 
     def pending_operations(self, *, older_than_s: float, limit: int) -> list[str]:
         operations = tables.operations

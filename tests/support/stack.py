@@ -89,6 +89,7 @@ def delete_amqp_entities(settings: Settings) -> None:
         channel = connection.channel()
         for queue in (
             name("billing.tasks"),
+            name("billing.results"),
             name("billing.tasks.dead"),
             name("billing.responses"),
             name("billing.requests.dead"),
