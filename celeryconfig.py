@@ -118,9 +118,11 @@ broker_native_delayed_delivery_queue_type = "quorum"
 worker_consumer = "tasks.consumer:DeadLetteringConsumer"
 
 # Task events for Flower, on exchanges named with the deployment's prefix.
-# Off until someone watches: Flower switches them on in every worker it sees
-# (`enable_events`), so a worker nobody watches spends nothing on them.
-worker_send_task_events = False
+# Workers send them per task (a ledger task carries a whole group of
+# operations); nothing is bound to the exchange unless Flower runs, so the
+# broker drops them at once. The API's "sent" events are off: one per group,
+# they add nothing Flower's "received" does not show.
+worker_send_task_events = True
 task_send_sent_event = False
 event_exchange = _name("billing.celeryev")
 event_queue_prefix = _name("billing.celeryev")

@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             "BILLING_API_TOKENS is empty: set at least one token (comma-separated) "
             "so the API can authenticate its clients."
         )
-    logs.configure("api")
+    logs.configure("api", background=True)
     app = Flask("billing")
     app.config.update(
         API_TITLE="Billing service",

@@ -25,7 +25,7 @@ blp = Blueprint("accounts", __name__, url_prefix="/v1/accounts", description="Ac
 
 @blp.route("")
 class Accounts(MethodView):
-    @blp.arguments(AccountCreateSchema)
+    @blp.arguments(AccountCreateSchema())
     @blp.response(201, AccountSchema)
     @blp.alt_response(200, schema=AccountSchema, description="The account already existed")
     def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -53,7 +53,7 @@ class Account(MethodView):
 
 @blp.route("/<account_id>/entries")
 class Entries(MethodView):
-    @blp.arguments(PageQuerySchema, location="query", unknown=RAISE)
+    @blp.arguments(PageQuerySchema(), location="query", unknown=RAISE)
     @blp.response(200, EntryPageSchema)
     def get(self, query: dict[str, Any], account_id: str) -> dict[str, Any]:
         """The account's ledger entries, newest first, with cursor pagination."""

@@ -35,7 +35,7 @@ register_operation_route(
 
 @blp.route("/accounts/<account_id>/holds")
 class AccountHolds(MethodView):
-    @blp.arguments(HoldQuerySchema, location="query", unknown=RAISE)
+    @blp.arguments(HoldQuerySchema(), location="query", unknown=RAISE)
     @blp.response(200, HoldPageSchema)
     def get(self, query: dict[str, Any], account_id: str) -> dict[str, Any]:
         """The account's holds, newest first, optionally by status."""

@@ -66,7 +66,7 @@ def register_operation_route(
 
     post.__doc__ = f"Submit a {operation_type.value}; it is applied asynchronously."
     post.__name__ = f"submit_{operation_type.value}"
-    view = blueprint.arguments(schema)(post)
+    view = blueprint.arguments(schema())(post)
     view = blueprint.alt_response(
         200, schema=OperationSchema, description="A retry of an already accepted operation"
     )(view)
@@ -82,7 +82,7 @@ register_operation_route(blp, "/transfers", OperationType.transfer, TransferSche
 
 
 @blp.route("/operations/batch", methods=["POST"])
-@blp.arguments(BatchSchema)
+@blp.arguments(BatchSchema())
 @blp.response(202, BatchResultSchema, description="Every item with its own result")
 @blp.alt_response(422, schema=ErrorSchema, description="validation_error of the batch itself")
 def submit_batch(body: dict[str, Any]) -> dict[str, Any]:
@@ -144,7 +144,7 @@ def _batch_item(outcome: Acceptance, record: OperationRecord) -> dict[str, Any]:
 
 @blp.route("/operations/<operation_id>")
 class OperationView(MethodView):
-    @blp.arguments(WaitQuerySchema, location="query", unknown=RAISE)
+    @blp.arguments(WaitQuerySchema(), location="query", unknown=RAISE)
     @blp.response(200, OperationSchema)
     def get(self, query: dict[str, Any], operation_id: str) -> dict[str, Any]:
         """An operation and its outcome, waiting up to `wait` seconds for it to finish."""

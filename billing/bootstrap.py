@@ -42,6 +42,7 @@ class Services:
                 operations, self.uow(), self.task_queue.enqueue_operations
             ),
             limits.enqueue_group_window_ms / 1000,
+            limits.enqueue_group_idle_ms / 1000,
             limits.enqueue_group_size_max,
             ENQUEUE_WAIT_MAX_S,
         )

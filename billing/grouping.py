@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -24,27 +25,40 @@ class _Group(Generic[Item, Result]):
 class Grouper(Generic[Item, Result]):
     """Runs `handle` once for the items that threads submit within a short window.
 
-    The first thread of a group waits up to `window_s` (or until `size_max`
-    items have joined), then runs `handle` on the whole group, in the order
+    The first thread of a group waits while others keep joining (no pause
+    longer than `idle_s`), up to `window_s` or until `size_max` items have
+    joined, then runs `handle` on the whole group, in the order
     the items came, for everyone; each thread gets back its own item's
     result, or the error `handle` raised. Under load this turns many small
     round trips (a commit, a confirmed publish) into one per group; alone, a
-    call waits `window_s` at most.
+    call waits `idle_s`.
     """
 
     def __init__(
         self,
         handle: Callable[[list[Item]], list[Result]],
         window_s: float,
+        idle_s: float,
         size_max: int,
         wait_max_s: float,
     ) -> None:
         self._handle = handle
         self._window_s = window_s
+        self._idle_s = idle_s
         self._size_max = size_max
         self._wait_max_s = wait_max_s
         self._lock = threading.Lock()
         self._open: _Group[Item, Result] | None = None
+
+    def _gather(self, group: _Group[Item, Result]) -> None:
+        """Wait while the group keeps growing, up to the window (or until it is full)."""
+        deadline = time.monotonic() + self._window_s
+        while True:
+            size = len(group.items)
+            if group.full.wait(min(self._idle_s, max(deadline - time.monotonic(), 0))):
+                return
+            if len(group.items) == size or time.monotonic() >= deadline:
+                return
 
     def submit(self, item: Item) -> Result:
         with self._lock:
@@ -58,7 +72,7 @@ class Grouper(Generic[Item, Result]):
                 self._open = None
                 group.full.set()
         if leader:
-            group.full.wait(self._window_s)
+            self._gather(group)
             with self._lock:
                 if self._open is group:
                     self._open = None

@@ -47,10 +47,13 @@ pending_sweep_interval_s = 10
 
 # The most operations one batch request carries, and one ledger transaction applies.
 batch_size_max = 1_000
-# The API groups the single operations that arrive within this window into one
-# ledger task, up to this many.
-enqueue_group_window_ms = 5
-enqueue_group_size_max = 100
+# The API records and enqueues the single operations of concurrent requests
+# together: a group gathers while requests keep arriving (no gap longer than
+# the idle time), for the window at most, up to this many; then one
+# transaction and one ledger task take them all.
+enqueue_group_window_ms = 50
+enqueue_group_idle_ms = 3
+enqueue_group_size_max = 500
 
 # How long a burst of events waits for the broker's confirms, and a new
 # publisher connection for the broker to answer, before they count as failed.

@@ -7,10 +7,14 @@ request and by the worker for a task, and added to every line logged meanwhile.
 
 from __future__ import annotations
 
+import atexit
 import contextvars
+import copy
 import json
 import logging
+import logging.handlers
 import os
+import queue
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +47,8 @@ class JsonFormatter(logging.Formatter):
                 line[key] = value if isinstance(value, str | int | float | bool) else repr(value)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            line["exception"] = record.exc_text
         return json.dumps(line, ensure_ascii=False)
 
 
@@ -62,10 +68,44 @@ def make_formatter(component: str) -> logging.Formatter:
     return JsonFormatter(component)
 
 
-def configure(component: str, level: str = "INFO") -> None:
-    """Send the root logger's lines to stderr in the configured format."""
-    handler = logging.StreamHandler(sys.stderr)
+class _ContextQueueHandler(logging.handlers.QueueHandler):
+    """Hands records to a background thread, with the operation id of the caller's context."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record = copy.copy(record)
+        operation_id = getattr(record, "operation_id", None) or current_operation_id.get()
+        if operation_id:
+            record.operation_id = operation_id
+        record.msg = record.getMessage()
+        record.args = None
+        if record.exc_info:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        return record
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
+def configure(component: str, level: str = "INFO", *, background: bool = False) -> None:
+    """Send the root logger's lines to stderr in the configured format.
+
+    With `background`, request threads only queue their records and one
+    thread formats and writes them, so many threads never wait on each
+    other (or on a slow stderr) to log.
+    """
+    global _listener
+    handler: logging.Handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(make_formatter(component))
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
+    if background:
+        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        _listener = logging.handlers.QueueListener(records, handler)
+        _listener.start()
+        atexit.register(_listener.stop)
+        handler = _ContextQueueHandler(records)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from billing import limits
 from billing.ports import LockBusy, TransientError
@@ -41,6 +42,9 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
 
 def translate_error(error: BaseException) -> Exception | None:
     """The core's exception for a driver error, or None when it is not transient."""
+    if isinstance(error, PoolTimeoutError):
+        # Every pooled connection stayed busy: the process is overloaded, not broken.
+        return TransientError(f"no database connection free: {error}")
     if not isinstance(error, DBAPIError):
         return None
     code = getattr(error.orig, "pgcode", None)
@@ -58,7 +62,7 @@ def translated_errors() -> Iterator[None]:
     """Raise LockBusy or TransientError in place of the driver's transient errors."""
     try:
         yield
-    except DBAPIError as error:
+    except (DBAPIError, PoolTimeoutError) as error:
         translated = translate_error(error)
         if translated is None:
             raise

@@ -82,10 +82,16 @@ async def run(plan: Plan, workload: Workload, settings: Settings) -> Record:
         await asyncio.to_thread(stream.stop)
 
 
+SETUP_CONCURRENCY_MAX = 32
+
+
 async def set_up(api: Api, plan: Plan, workload: Workload, stream: EventStream) -> None:
     """Create the run's accounts, credit each, and wait until every credit has applied."""
     started = time.monotonic()
-    await bounded(workload.account_ids, plan.concurrency, lambda a: create_account(api, a))
+    # Accounts are created synchronously, each on a database connection of
+    # the API: a modest number at a time keeps the setup from queueing on them.
+    setup_concurrency = min(plan.concurrency, SETUP_CONCURRENCY_MAX)
+    await bounded(workload.account_ids, setup_concurrency, lambda a: create_account(api, a))
     created_s = time.monotonic() - started
     credits = workload.opening_credits()
     tally = Tally()
