@@ -63,7 +63,6 @@ class BatchApplier:
         else:
             assert_balanced(decision.postings)
             after = apply_postings(self.accounts, decision.postings)
-            touched = {p.account_id for p in decision.postings if p.account_id in self.accounts}
             for posting in decision.postings:
                 account = after.get(posting.account_id)
                 self.entries.append(
@@ -77,7 +76,7 @@ class BatchApplier:
                         held_after=account.held if account else None,
                     )
                 )
-            self.accounts = after
+            self.accounts.update(after)
             if decision.hold is not None:
                 self._keep_hold(decision.hold, new=operation.type is OperationType.hold)
             status = Status.succeeded
@@ -87,7 +86,7 @@ class BatchApplier:
                     "held": after[account_id].held,
                     "available": after[account_id].available,
                 }
-                for account_id in sorted(touched)
+                for account_id in sorted(after)
             }
         completed = replace(
             record,

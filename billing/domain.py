@@ -175,10 +175,16 @@ def check_counterparty(
 def apply_postings(
     accounts: dict[str, AccountState], postings: list[Posting]
 ) -> dict[str, AccountState]:
-    """The client accounts as they stand after the postings, with the floor asserted."""
-    changed = dict(accounts)
+    """The client accounts the postings touch, as they stand after them, with the floor asserted.
+
+    Only the touched accounts are returned (and checked): a batch keeps
+    hundreds of accounts and applies its operations one by one, so the cost
+    of one operation must not grow with the size of its batch.
+    """
+    changed: dict[str, AccountState] = {}
+    debited: set[str] = set()
     for posting in postings:
-        account = changed.get(posting.account_id)
+        account = changed.get(posting.account_id) or accounts.get(posting.account_id)
         if account is None:
             continue
         if posting.bucket is Bucket.posted:
@@ -186,9 +192,11 @@ def apply_postings(
         else:
             account = _replace(account, held=account.held + posting.amount)
         changed[posting.account_id] = account
+        if posting.amount < 0:
+            debited.add(posting.account_id)
     for account in changed.values():
         assert account.held >= 0, f"{account.account_id}: held below zero"
-        if account.account_id in {p.account_id for p in postings if p.amount < 0}:
+        if account.account_id in debited:
             assert account.available >= account.floor, f"{account.account_id}: below its floor"
     return changed
 
