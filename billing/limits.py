@@ -45,8 +45,12 @@ hold_expiry_interval_s = 1
 outbox_relay_interval_s = 2
 pending_sweep_interval_s = 10
 
-# The most operations one batch request carries, and one ledger transaction applies.
+# The most operations one batch request (or one ledger task) carries.
 batch_size_max = 1_000
+# The most operations one ledger transaction applies: a task applies its own
+# and takes along the oldest other pending ones up to this many. About two
+# advisory locks per transfer, well inside PostgreSQL's default lock table.
+operations_per_transaction_max = 500
 # The API records and enqueues the single operations of concurrent requests
 # together: a group gathers while requests keep arriving (no gap longer than
 # the idle time), for the window at most, up to this many; then one

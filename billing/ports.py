@@ -11,7 +11,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from billing.domain import AccountState, HoldState, NewAccount, Operation, Status
+from billing.domain import AccountState, HoldState, NewAccount, Operation
 
 if TYPE_CHECKING:
     from billing.batch import Entry
@@ -68,8 +68,13 @@ class UnitOfWork(Protocol):
 
     def get_operations(self, operation_ids: list[str]) -> dict[str, OperationRecord]: ...
 
-    def operation_statuses(self, operation_ids: list[str]) -> dict[str, Status]:
-        """The current status of each operation (read under the account locks)."""
+    def lock_operations(self, operation_ids: list[str]) -> dict[str, OperationRecord]:
+        """Lock the named operations' rows (waiting for them); their records, as now."""
+
+    def take_pending_operations(
+        self, excluded_ids: list[str], *, limit: int
+    ) -> list[OperationRecord]:
+        """Lock the oldest pending operations no other transaction holds, skipping the excluded."""
 
     def get_holds(self, hold_ids: list[str], for_update: bool = False) -> dict[str, HoldState]: ...
 
@@ -88,8 +93,6 @@ class UnitOfWork(Protocol):
 
     def add_events(self, events: list[Event]) -> None:
         """Record events in the outbox, in this transaction."""
-
-    def unpublished_event_ids(self, message_ids: list[str]) -> list[str]: ...
 
     def create_account(self, account: NewAccount) -> tuple[dict[str, Any], bool]: ...
 

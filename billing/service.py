@@ -51,10 +51,17 @@ def apply_operations(
 ) -> list[Applied]:
     """Apply accepted operations exactly once, in order, in one transaction.
 
-    Every involved account is locked first (in a fixed order, so batches
-    never deadlock); each operation's status is checked again under the
-    locks, so a terminal one is left alone and any number of deliveries of
-    the same ids apply each operation once.
+    The operations' rows are locked first, so no other transaction applies
+    them meanwhile and their status as read is final; then every involved
+    account is locked (in a fixed order, so batches never deadlock). A
+    terminal operation is left alone, so any number of deliveries of the
+    same ids apply each operation once.
+
+    While there is room, the oldest other pending operations that no other
+    transaction holds are taken along: under a backlog, one transaction
+    catches up on the operations queued behind this one, whose own tasks
+    then find nothing left to do. The result lists the given ids first,
+    then the operations taken along.
     """
     ids = list(dict.fromkeys(operation_ids))
     for _ in range(limits.lock_set_attempts_max):
@@ -71,39 +78,49 @@ class _LocksChanged(Exception):
 
 def _apply_batch(ids: list[str], uow: UnitOfWork, clock: Clock) -> list[Applied]:
     with uow:
-        records = uow.get_operations(ids)
+        records = uow.lock_operations(ids)
         pending = [records[i] for i in ids if i in records and _is_pending(records[i])]
+        room = limits.operations_per_transaction_max - len(pending)
+        taken_along = uow.take_pending_operations(ids, limit=room) if room > 0 else []
+        records.update((r.operation.operation_id, r) for r in taken_along)
+        # Acceptance order; a stable sort keeps the order within a group or batch.
+        pending = sorted(pending + taken_along, key=lambda r: r.accepted_at)
         if pending:
-            account_ids, holds_before = _locks_for(pending, uow)
-            uow.lock_accounts(sorted(account_ids))
-            # Under the locks, every writer of these operations has committed or
-            # waits: one that another run applied meanwhile is left alone.
-            statuses = uow.operation_statuses([r.operation.operation_id for r in pending])
-            pending = [r for r in pending if statuses[r.operation.operation_id] is Status.pending]
-            holds = uow.get_holds(list(holds_before), for_update=True)
-            if any(h not in holds_before or holds_before[h] is None for h in holds):
-                raise _LocksChanged()
-            applier = BatchApplier(
-                uow.get_accounts(sorted(account_ids)),
-                {h: hold for h, hold in holds.items() if hold is not None},
-                clock(),
-            )
-            for record, seq in zip(pending, uow.next_ledger_seqs(len(pending)), strict=True):
-                records[record.operation.operation_id] = applier.apply(record, seq)
-            _write(applier, uow, [operation_event(r) for r in applier.completed])
-        applied_ids = {r.operation.operation_id for r in pending}
-        unpublished = set(uow.unpublished_event_ids([i for i in ids if i not in applied_ids]))
+            _apply_pending(pending, records, uow, clock)
         uow.commit()
+    applied_ids = {r.operation.operation_id for r in pending}
     return [
         Applied(
             operation_id,
             found=operation_id in records,
             newly_applied=operation_id in applied_ids,
-            event_ids=[operation_id] if operation_id in applied_ids | unpublished else [],
+            event_ids=[operation_id] if operation_id in applied_ids else [],
             record=records.get(operation_id) if operation_id in applied_ids else None,
         )
-        for operation_id in ids
+        for operation_id in ids + [r.operation.operation_id for r in taken_along]
     ]
+
+
+def _apply_pending(
+    pending: list[OperationRecord],
+    records: dict[str, OperationRecord],
+    uow: UnitOfWork,
+    clock: Clock,
+) -> None:
+    """Decide and write the locked pending operations; `records` gets their outcomes."""
+    account_ids, holds_before = _locks_for(pending, uow)
+    uow.lock_accounts(sorted(account_ids))
+    holds = uow.get_holds(list(holds_before), for_update=True)
+    if any(h not in holds_before or holds_before[h] is None for h in holds):
+        raise _LocksChanged()
+    applier = BatchApplier(
+        uow.get_accounts(sorted(account_ids)),
+        {h: hold for h, hold in holds.items() if hold is not None},
+        clock(),
+    )
+    for record, seq in zip(pending, uow.next_ledger_seqs(len(pending)), strict=True):
+        records[record.operation.operation_id] = applier.apply(record, seq)
+    _write(applier, uow, [operation_event(r) for r in applier.completed])
 
 
 def _is_pending(record: OperationRecord) -> bool:

@@ -35,8 +35,15 @@ _LOCK_STATEMENT = text(
     "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(:keys) WITH ORDINALITY AS t(k, n)"
 ).bindparams(bindparam("keys", type_=ARRAY(BIGINT)))
 _GET_OPERATIONS = text("SELECT * FROM operations WHERE operation_id = ANY(:ids)")
-_OPERATION_STATUSES = text(
-    "SELECT operation_id, status FROM operations WHERE operation_id = ANY(:ids)"
+# Rows are locked in id order, so two transactions given overlapping ids
+# never wait for each other in a cycle.
+_LOCK_OPERATIONS = text(
+    "SELECT * FROM operations WHERE operation_id = ANY(:ids) ORDER BY operation_id FOR UPDATE"
+)
+# Never waits: rows another transaction holds are skipped (it is applying them).
+_TAKE_PENDING_OPERATIONS = text(
+    "SELECT * FROM operations WHERE status = 'pending' AND NOT operation_id = ANY(:excluded) "
+    "ORDER BY accepted_at LIMIT :n FOR UPDATE SKIP LOCKED"
 )
 _GET_ACCOUNTS = text("SELECT * FROM accounts WHERE account_id = ANY(:ids)")
 _NEXT_LEDGER_SEQS = text("SELECT nextval('ledger_seq') AS seq FROM generate_series(1, :n)")
@@ -78,9 +85,6 @@ _ADD_EVENTS = text(
 _UNPUBLISHED_EVENTS = text(
     "SELECT message_id, routing_key, body FROM outbox "
     "WHERE message_id = ANY(:ids) AND published_at IS NULL"
-)
-_UNPUBLISHED_EVENT_IDS = text(
-    "SELECT message_id FROM outbox WHERE message_id = ANY(:ids) AND published_at IS NULL"
 )
 _MARK_EVENTS_PUBLISHED = text(
     "UPDATE outbox SET published_at = now() WHERE message_id = ANY(:ids) AND published_at IS NULL"
@@ -204,9 +208,17 @@ class SqlUnitOfWork:
         rows = self.connection.execute(_GET_OPERATIONS, {"ids": operation_ids})
         return {row.operation_id: record_from_row(row) for row in rows}
 
-    def operation_statuses(self, operation_ids: list[str]) -> dict[str, Status]:
-        rows = self.connection.execute(_OPERATION_STATUSES, {"ids": operation_ids})
-        return {row.operation_id: Status(row.status) for row in rows}
+    def lock_operations(self, operation_ids: list[str]) -> dict[str, OperationRecord]:
+        rows = self.connection.execute(_LOCK_OPERATIONS, {"ids": operation_ids})
+        return {row.operation_id: record_from_row(row) for row in rows}
+
+    def take_pending_operations(
+        self, excluded_ids: list[str], *, limit: int
+    ) -> list[OperationRecord]:
+        rows = self.connection.execute(
+            _TAKE_PENDING_OPERATIONS, {"excluded": excluded_ids, "n": limit}
+        )
+        return [record_from_row(row) for row in rows]
 
     def get_holds(self, hold_ids: list[str], for_update: bool = False) -> dict[str, HoldState]:
         if not hold_ids:
@@ -314,12 +326,6 @@ class SqlUnitOfWork:
     def get_accounts(self, account_ids: list[str]) -> dict[str, AccountState]:
         rows = self.connection.execute(_GET_ACCOUNTS, {"ids": account_ids})
         return {row.account_id: account_from_row(row) for row in rows}
-
-    def unpublished_event_ids(self, message_ids: list[str]) -> list[str]:
-        if not message_ids:
-            return []
-        rows = self.connection.execute(_UNPUBLISHED_EVENT_IDS, {"ids": message_ids})
-        return [row.message_id for row in rows]
 
     def create_account(self, account: NewAccount) -> tuple[dict[str, Any], bool]:
         """Insert the account (and its currency's external account); True when new."""
