@@ -44,7 +44,14 @@ def instrument(app: Flask) -> None:
         elapsed_s = time.perf_counter() - g.get("started", time.perf_counter())
         metrics.http_requests.labels(request.method, route, str(response.status_code)).inc()
         metrics.http_latency.labels(request.method, route).observe(elapsed_s)
-        log.info(
+        # A line per answered request would cost more CPU than the request
+        # itself under load, and the metrics above count them all already:
+        # refusals and errors are logged, the rest only at DEBUG.
+        level = logging.INFO if response.status_code >= 400 else logging.DEBUG
+        if not log.isEnabledFor(level):
+            return response
+        log.log(
+            level,
             "%s %s %s",
             request.method,
             request.path,

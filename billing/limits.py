@@ -56,7 +56,7 @@ operations_per_transaction_max = 500
 # the idle time), for the window at most, up to this many; then one
 # transaction and one ledger task take them all.
 enqueue_group_window_ms = 50
-enqueue_group_idle_ms = 3
+enqueue_group_idle_ms = 10
 enqueue_group_size_max = 500
 
 # How long a burst of events waits for the broker's confirms, and a new

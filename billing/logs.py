@@ -1,6 +1,7 @@
 """Structured logs: one JSON object per line, with the operation id wherever one applies.
 
-`BILLING_LOG_FORMAT=text` switches to readable lines for local use. The
+`BILLING_LOG_FORMAT=text` switches to readable lines for local use, and
+`BILLING_LOG_LEVEL` (default `INFO`) sets how much is logged. The
 operation being handled is kept in a context variable, set by the API for a
 request and by the worker for a task, and added to every line logged meanwhile.
 """
@@ -87,8 +88,8 @@ class _ContextQueueHandler(logging.handlers.QueueHandler):
 _listener: logging.handlers.QueueListener | None = None
 
 
-def configure(component: str, level: str = "INFO", *, background: bool = False) -> None:
-    """Send the root logger's lines to stderr in the configured format.
+def configure(component: str, level: str | None = None, *, background: bool = False) -> None:
+    """Send the root logger's lines to stderr in the configured format and level.
 
     With `background`, request threads only queue their records and one
     thread formats and writes them, so many threads never wait on each
@@ -108,7 +109,7 @@ def configure(component: str, level: str = "INFO", *, background: bool = False) 
         handler = _ContextQueueHandler(records)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(level or os.environ.get("BILLING_LOG_LEVEL", "INFO").strip().upper())
 
 
 def reformat(logger: logging.Logger, component: str) -> None:
