@@ -257,9 +257,10 @@ def _require_tokens() -> None:
         )
 
 
-from billing.bench import bench  # noqa: E402
+from billing.bench import bench, bench_suite  # noqa: E402
 
 main.add_command(bench)
+main.add_command(bench_suite)
 
 
 from billing.dead_letters_cli import dead_letters  # noqa: E402

@@ -6,5 +6,6 @@ reads the database only to run the ledger audit at the end.
 """
 
 from billing.bench.command import bench
+from billing.bench.suite import bench_suite
 
-__all__ = ["bench"]
+__all__ = ["bench", "bench_suite"]

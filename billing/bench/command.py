@@ -108,11 +108,6 @@ def bench(
     progress each second on stderr, then the figures and the ledger audit.
     Exits 1 when the audit fails or operations stayed pending.
     """
-    # Imported here, so other `billing` commands start without loading aiohttp.
-    from billing.bench.client import SetupError
-    from billing.bench.report import render, summarize
-    from billing.bench.runner import Plan, run
-
     settings = Settings.from_env()
     token = token or next(iter(settings.api_tokens), None)
     if not token:
@@ -121,14 +116,7 @@ def bench(
         raise click.BadParameter("must be below --accounts", param_hint="--hot")
     if duration is None and count is None:
         duration = duration_default_s
-    plan = Plan(url, token, concurrency, duration, count, rate, batch, drain_timeout)
-    workload = Workload(f"bench-{uuid.uuid4().hex[:8]}", mix, accounts, hot, amqp_share, seed)
-    try:
-        record = asyncio.run(run(plan, workload, settings))
-    except SetupError as error:
-        raise click.ClickException(f"setup failed: {error}") from error
     setting = {
-        "run_id": workload.run_id,
         "url": url,
         "batch": batch,
         "mix": mix,
@@ -138,9 +126,47 @@ def bench(
         "rate": rate,
         "amqp_share": amqp_share,
     }
-    summary = summarize(record, setting, audit(settings.database_url))
+    summary = run_once(settings, token, setting, duration, count, drain_timeout, seed)
+    from billing.bench.report import render
+
     click.echo(json.dumps(summary, default=str) if as_json else render(summary))
     sys.exit(0 if summary["ok"] else 1)
+
+
+def run_once(
+    settings: Settings,
+    token: str,
+    setting: dict[str, Any],
+    duration: float | None,
+    count: int | None,
+    drain_timeout: float,
+    seed: int | None,
+) -> dict[str, Any]:
+    """One measured run with its own accounts; the figures, with the audit afterwards."""
+    # Imported here, so other `billing` commands start without loading aiohttp.
+    from billing.bench.client import SetupError
+    from billing.bench.report import summarize
+    from billing.bench.runner import Plan, run
+
+    plan = Plan(
+        setting["url"],
+        token,
+        setting["concurrency"],
+        duration,
+        count,
+        setting["rate"],
+        setting["batch"],
+        drain_timeout,
+    )
+    run_id = f"bench-{uuid.uuid4().hex[:8]}"
+    workload = Workload(
+        run_id, setting["mix"], setting["accounts"], setting["hot"], setting["amqp_share"], seed
+    )
+    try:
+        record = asyncio.run(run(plan, workload, settings))
+    except SetupError as error:
+        raise click.ClickException(f"setup failed: {error}") from error
+    return summarize(record, {"run_id": run_id, **setting}, audit(settings.database_url))
 
 
 def audit(database_url: str) -> dict[str, Any]:

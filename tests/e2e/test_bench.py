@@ -54,3 +54,38 @@ def test_bench_sees_every_operation_complete_and_the_audit_pass(
     assert report["accepted_per_s"] > 0 and report["completed_per_s"] > 0
     assert report["cpu"]["user_s"] + report["cpu"]["system_s"] > 0
     assert "completed/s" in finished.stderr  # the progress lines
+
+
+def test_bench_suite_runs_a_scenario_and_judges_it_against_its_goal(
+    settings: Settings, api_url: str, client: stack.Client, workers: Workers
+) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "billing.cli",
+        "bench-suite",
+        "--url",
+        api_url,
+        "--token",
+        settings.api_tokens[0],
+        "--only",
+        "latency",
+        "--duration",
+        "1",
+        "--accounts",
+        "20",
+        "--json",
+    ]
+    finished = subprocess.run(
+        command, env=stack.environment(settings), capture_output=True, text=True, timeout=300
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    report = json.loads(finished.stdout)
+
+    assert report["machine"]["cpus"] >= 1 and report["duration_s"] == 1
+    (run,) = report["runs"]
+    assert run["scenario"] == "latency" and run["rate"] == 500
+    assert run["ok"] is True and run["pending"] == 0 and run["audit"]["passed"] is True
+    assert run["completed"] == run["accepted"] > 0
+    assert run["target_met"] is (run["latency_ms"]["p99"] < 250)
+    assert "== latency" in finished.stderr
