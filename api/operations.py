@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
+from flask import Response
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import RAISE
 
-from api.context import path_identifier, services
+from api.context import json_response, path_identifier, services
 from api.errors import ApiError
 from billing import limits, logs
 from billing.adapters import metrics, views
@@ -31,7 +33,7 @@ from billing.service import Acceptance, accept_and_enqueue, render_operation
 blp = Blueprint("operations", __name__, url_prefix="/v1", description="Operations")
 
 
-def submit(operation_type: OperationType, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+def submit(operation_type: OperationType, body: dict[str, Any]) -> Response:
     """Record the operation and enqueue it; a retry answers its current state."""
     request = dict(body)
     operation = Operation(request.pop("operation_id"), operation_type, request)
@@ -47,7 +49,7 @@ def submit(operation_type: OperationType, body: dict[str, Any]) -> tuple[dict[st
             "idempotency_conflict",
             f"operation {operation.operation_id} was already submitted with another body",
         )
-    return render_operation(record), 202 if outcome is Acceptance.accepted else 200
+    return json_response(render_operation(record), 202 if outcome is Acceptance.accepted else 200)
 
 
 def register_operation_route(
@@ -59,7 +61,7 @@ def register_operation_route(
 ) -> None:
     """A POST route that accepts one operation type; `path_field` comes from the URL."""
 
-    def post(body: dict[str, Any], **path: str) -> tuple[dict[str, Any], int]:
+    def post(body: dict[str, Any], **path: str) -> Response:
         if path_field is not None:
             body = {**body, path_field: path_identifier(path[path_field], path_field)}
         return submit(operation_type, body)
@@ -85,7 +87,7 @@ register_operation_route(blp, "/transfers", OperationType.transfer, TransferSche
 @blp.arguments(BatchSchema())
 @blp.response(202, BatchResultSchema, description="Every item with its own result")
 @blp.alt_response(422, schema=ErrorSchema, description="validation_error of the batch itself")
-def submit_batch(body: dict[str, Any]) -> dict[str, Any]:
+def submit_batch(body: dict[str, Any]) -> Response:
     """Submit up to 1,000 operations of any type at once.
 
     The operations are independent: each is validated, recorded and applied on
@@ -103,6 +105,7 @@ def submit_batch(body: dict[str, Any]) -> dict[str, Any]:
     )
     results = iter(accepted)
     items = []
+    counts: Counter[tuple[str, str]] = Counter()
     for raw, item in zip(body["operations"], parsed, strict=True):
         if isinstance(item, dict):
             operation_id = raw.get("operation_id") if isinstance(raw, dict) else None
@@ -116,9 +119,11 @@ def submit_batch(body: dict[str, Any]) -> dict[str, Any]:
             )
             continue
         outcome, record = next(results)
-        metrics.operations_accepted.labels(record.operation.type.value, outcome.value).inc()
+        counts[record.operation.type.value, outcome.value] += 1
         items.append(_batch_item(outcome, record))
-    return {"items": items}
+    for (kind, outcome_name), count in counts.items():
+        metrics.operations_accepted.labels(kind, outcome_name).inc(count)
+    return json_response({"items": items}, 202)
 
 
 def _batch_item(outcome: Acceptance, record: OperationRecord) -> dict[str, Any]:

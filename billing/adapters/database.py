@@ -11,6 +11,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from billing import limits
+from billing.adapters import jsoncodec
 from billing.ports import LockBusy, TransientError
 
 LOCK_NOT_AVAILABLE = "55P03"
@@ -37,6 +38,8 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
         max_overflow=pool_size,
         pool_timeout=5,
         connect_args={"options": options, "connect_timeout": 3},
+        json_serializer=jsoncodec.dumps,
+        json_deserializer=jsoncodec.loads,
     )
 
 

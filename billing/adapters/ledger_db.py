@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -13,7 +12,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 
-from billing.adapters import tables
+from billing.adapters import jsoncodec, tables
 from billing.adapters.database import translate_error
 from billing.batch import Entry
 from billing.domain import (
@@ -133,7 +132,7 @@ def hold_from_row(row: Any) -> HoldState:
 
 
 def _json_or_none(value: Any) -> str | None:
-    return json.dumps(value) if value is not None else None
+    return jsoncodec.dumps(value) if value is not None else None
 
 
 def account_from_row(row: Any) -> AccountState:
@@ -319,7 +318,7 @@ class SqlUnitOfWork:
                 {
                     "ids": [e.message_id for e in events],
                     "keys": [e.routing_key for e in events],
-                    "bodies": [json.dumps(e.body) for e in events],
+                    "bodies": [jsoncodec.dumps(e.body) for e in events],
                 },
             )
 
@@ -385,7 +384,7 @@ class SqlUnitOfWork:
             {
                 "ids": [o.operation_id for o in operations],
                 "types": [o.type.value for o in operations],
-                "requests": [json.dumps(o.request) for o in operations],
+                "requests": [jsoncodec.dumps(o.request) for o in operations],
             },
         )
         records = {row.operation_id: record_from_row(row) for row in rows}
