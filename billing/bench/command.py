@@ -82,6 +82,14 @@ def _mix(ctx: click.Context, param: click.Parameter, value: str) -> dict[str, in
     type=click.FloatRange(min=0),
     help="seconds to wait for outstanding events",
 )
+@click.option(
+    "--max-outstanding",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="accepted operations without an outcome yet, at most (0: no limit); keeps a fast "
+    "intake from running ahead of the workers, so the run measures a sustained rate",
+)
 @click.option("--seed", type=int, help="seed of the operation draw (for a repeatable run)")
 @click.option("--json", "as_json", is_flag=True, help="print the figures as one JSON object")
 def bench(
@@ -97,6 +105,7 @@ def bench(
     batch: int,
     amqp_share: float,
     drain_timeout: float,
+    max_outstanding: int,
     seed: int | None,
     as_json: bool,
 ) -> None:
@@ -125,6 +134,7 @@ def bench(
         "concurrency": concurrency,
         "rate": rate,
         "amqp_share": amqp_share,
+        "max_outstanding": max_outstanding,
     }
     summary = run_once(settings, token, setting, duration, count, drain_timeout, seed)
     from billing.bench.report import render
@@ -157,6 +167,7 @@ def run_once(
         setting["rate"],
         setting["batch"],
         drain_timeout,
+        setting.get("max_outstanding", 0),
     )
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     workload = Workload(

@@ -31,6 +31,7 @@ from billing.config import Settings
 
 progress_interval_s = 1.0
 drain_poll_s = 0.05
+outstanding_poll_s = 0.01
 # Setup gives up when no opening credit has applied for this long: a slow
 # service may take minutes to credit many accounts, a stuck one never does.
 setup_stall_s = 60
@@ -49,6 +50,8 @@ class Plan:
     rate: float | None
     batch: int
     drain_timeout_s: float
+    # Accepted operations whose outcome has not arrived, at most (0: no limit).
+    outstanding_max: int = 0
 
 
 @dataclass
@@ -152,8 +155,15 @@ async def measure(
     api: Api, publisher: IntakePublisher | None, plan: Plan, workload: Workload, stream: EventStream
 ) -> Record:
     record = Record(Tally(), stream.outcomes)
-    load = Load(api, publisher, plan, workload, record.tally)
     baseline = len(stream.outcomes)
+    load = Load(
+        api,
+        publisher,
+        plan,
+        workload,
+        record.tally,
+        lambda: len(record.tally.accepted_at) - (len(stream.outcomes) - baseline),
+    )
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
     record.load_started_at = time.monotonic()
     shown = Progress(record, baseline)
@@ -178,7 +188,9 @@ class Load:
 
     Without a rate each sender sends again as soon as it is answered (closed
     loop); with one, operations are started on a schedule of `rate` per
-    second (open loop), as far as `concurrency` allows.
+    second (open loop), as far as `concurrency` allows. With `outstanding_max`,
+    a sender also waits while that many accepted operations have no outcome
+    yet, so a fast intake cannot run ahead of the workers.
     """
 
     def __init__(
@@ -188,8 +200,10 @@ class Load:
         plan: Plan,
         workload: Workload,
         tally: Tally,
+        outstanding: Callable[[], int],
     ) -> None:
         self._api, self._publisher, self._plan = api, publisher, plan
+        self._outstanding = outstanding
         self._workload, self._tally = workload, tally
         self._remaining = plan.count if plan.count is not None else math.inf
         self._deadline = math.inf
@@ -210,6 +224,7 @@ class Load:
                 return
             self._remaining -= taken
             await self._pace(taken)
+            await self._hold_back(taken)
             if time.monotonic() >= self._deadline:
                 return
             submissions = [self._workload.draw() for _ in range(taken)]
@@ -224,6 +239,15 @@ class Load:
         delay_s = slot_at - time.monotonic()
         if delay_s > 0:
             await asyncio.sleep(delay_s)
+
+    async def _hold_back(self, operations: int) -> None:
+        """Wait for room under `outstanding_max`; not past the deadline or the drain timeout."""
+        limit = self._plan.outstanding_max
+        give_up_at = min(self._deadline, time.monotonic() + self._plan.drain_timeout_s)
+        while limit and self._outstanding() + operations > limit:
+            if time.monotonic() >= give_up_at:
+                return
+            await asyncio.sleep(outstanding_poll_s)
 
     async def _send(self, submissions: list[Submission]) -> None:
         over_http = [s for s in submissions if not s.via_amqp]

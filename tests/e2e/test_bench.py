@@ -89,3 +89,37 @@ def test_bench_suite_runs_a_scenario_and_judges_it_against_its_goal(
     assert run["completed"] == run["accepted"] > 0
     assert run["target_met"] is (run["latency_ms"]["p99"] < 250)
     assert "== latency" in finished.stderr
+
+
+def test_bench_with_an_outstanding_cap_still_sees_every_batch_operation_complete(
+    settings: Settings, api_url: str, client: stack.Client, workers: Workers
+) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "billing.cli",
+        "bench",
+        "--url",
+        api_url,
+        "--token",
+        settings.api_tokens[0],
+        "--count",
+        "400",
+        "--batch",
+        "50",
+        "--max-outstanding",
+        "100",
+        "--accounts",
+        "20",
+        "--concurrency",
+        "4",
+        "--json",
+    ]
+    finished = subprocess.run(
+        command, env=stack.environment(settings), capture_output=True, text=True, timeout=240
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    report = json.loads(finished.stdout)
+    assert report["max_outstanding"] == 100
+    assert report["accepted"] == report["completed"] == 400 and report["pending"] == 0
+    assert report["http_requests"] == 8
