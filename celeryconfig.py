@@ -79,9 +79,9 @@ tasks_queue = Queue(
     durable=True,
     queue_arguments=_task_queue_arguments,
 )
-# The result task (publish outcomes) has a queue of its own, so an outcome is
-# published as soon as a worker process is free instead of waiting behind
-# every ledger task already queued.
+# The result task (publish outcomes) and the periodic jobs have a queue of
+# their own, so an outcome is published, and a hold expires, as soon as a
+# worker process is free instead of waiting behind every ledger task queued.
 results_routing_key = _name("billing.results")
 results_queue = Queue(
     _name("billing.results"),
@@ -98,8 +98,12 @@ tasks_dead_queue = Queue(
     queue_arguments={"x-queue-type": "quorum"},
 )
 task_queues = [tasks_queue, results_queue]
+_short_jobs = {"queue": results_queue.name, "routing_key": results_routing_key}
 task_routes = {
-    "billing.publish_events": {"queue": results_queue.name, "routing_key": results_routing_key},
+    "billing.publish_events": _short_jobs,
+    "billing.expire_holds": _short_jobs,
+    "billing.relay_outbox": _short_jobs,
+    "billing.resend_pending": _short_jobs,
 }
 task_default_queue = tasks_queue.name
 task_default_exchange = tasks_exchange.name
