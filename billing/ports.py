@@ -38,9 +38,15 @@ class OperationRecord:
 
 @dataclass(frozen=True)
 class Event:
+    """An event to record or publish; read back from the outbox, its body is the stored JSON text.
+
+    Publishing the stored text as it is spares decoding and encoding every
+    body again, and makes every copy of an event the same bytes.
+    """
+
     message_id: str
     routing_key: str
-    body: dict[str, Any]
+    body: dict[str, Any] | str
 
 
 class UnitOfWork(Protocol):

@@ -6,6 +6,7 @@ import logging
 import random
 import re
 import time
+from collections import Counter, defaultdict
 
 from celery import Task
 from celery.exceptions import MaxRetriesExceededError, Reject
@@ -80,21 +81,28 @@ def apply_and_publish(task: Task, operation_ids: list[str]) -> str:
     missing = [a.operation_id for a in applied if not a.found]
     if missing:
         log.error("no such operations recorded, dropped: %s", missing[:20])
-    for outcome in applied:
-        if outcome.record is not None:
-            _observe(outcome.record, elapsed_s / len(applied))
+    _observe([a.record for a in applied if a.record is not None], elapsed_s / len(applied))
     event_ids = [event_id for outcome in applied for event_id in outcome.event_ids]
     if event_ids:
         publish_events.delay(event_ids)
     return f"applied {sum(a.newly_applied for a in applied)} of {len(applied)}"
 
 
-def _observe(record: OperationRecord, duration_s: float) -> None:
-    kind = record.operation.type.value
-    metrics.ledger_task_duration.labels(kind).observe(duration_s)
-    metrics.operations_completed.labels(
-        kind, record.operation.status.value, record.error_code or ""
-    ).inc()
-    if record.completed_at is not None:
-        waited_s = (record.completed_at - record.accepted_at).total_seconds()
-        metrics.acceptance_to_terminal.labels(kind).observe(max(waited_s, 0.0))
+def _observe(records: list[OperationRecord], duration_s: float) -> None:
+    """The metrics of applied operations, one label lookup per kind and outcome."""
+    completed: Counter[tuple[str, str, str]] = Counter()
+    waits_s: dict[str, list[float]] = defaultdict(list)
+    for record in records:
+        kind = record.operation.type.value
+        completed[kind, record.operation.status.value, record.error_code or ""] += 1
+        if record.completed_at is not None:
+            waited_s = (record.completed_at - record.accepted_at).total_seconds()
+            waits_s[kind].append(max(waited_s, 0.0))
+    for (kind, status, code), count in completed.items():
+        metrics.operations_completed.labels(kind, status, code).inc(count)
+    for kind, kind_waits_s in waits_s.items():
+        duration = metrics.ledger_task_duration.labels(kind)
+        waited = metrics.acceptance_to_terminal.labels(kind)
+        for waited_s in kind_waits_s:
+            duration.observe(duration_s)
+            waited.observe(waited_s)

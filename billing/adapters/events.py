@@ -214,5 +214,5 @@ _BURST_ERRORS = (
 )
 
 
-def _encode(body: dict[str, Any]) -> str:
-    return jsoncodec.dumps(body)
+def _encode(body: dict[str, Any] | str) -> str:
+    return body if isinstance(body, str) else jsoncodec.dumps(body)

@@ -7,7 +7,18 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Text,
+    bindparam,
+    cast,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
@@ -82,7 +93,7 @@ _ADD_EVENTS = text(
     "CAST(:bodies AS jsonb[]))"
 )
 _UNPUBLISHED_EVENTS = text(
-    "SELECT message_id, routing_key, body FROM outbox "
+    "SELECT message_id, routing_key, CAST(body AS text) AS body FROM outbox "
     "WHERE message_id = ANY(:ids) AND published_at IS NULL"
 )
 _MARK_EVENTS_PUBLISHED = text(
@@ -133,6 +144,10 @@ def hold_from_row(row: Any) -> HoldState:
 
 def _json_or_none(value: Any) -> str | None:
     return jsoncodec.dumps(value) if value is not None else None
+
+
+def _body_text(event: Event) -> str:
+    return event.body if isinstance(event.body, str) else jsoncodec.dumps(event.body)
 
 
 def account_from_row(row: Any) -> AccountState:
@@ -318,7 +333,7 @@ class SqlUnitOfWork:
                 {
                     "ids": [e.message_id for e in events],
                     "keys": [e.routing_key for e in events],
-                    "bodies": [jsoncodec.dumps(e.body) for e in events],
+                    "bodies": [_body_text(e) for e in events],
                 },
             )
 
@@ -401,7 +416,11 @@ class SqlUnitOfWork:
     def claim_unpublished_events(self, *, older_than_s: float, limit: int) -> list[Event]:
         outbox = tables.outbox
         query = (
-            select(outbox.c.message_id, outbox.c.routing_key, outbox.c.body)
+            select(
+                outbox.c.message_id,
+                outbox.c.routing_key,
+                cast(outbox.c.body, Text).label("body"),
+            )
             .where(
                 outbox.c.published_at.is_(None),
                 outbox.c.created_at
