@@ -80,7 +80,8 @@ class UnitOfWork(Protocol):
     def take_pending_operations(
         self, excluded_ids: list[str], *, limit: int
     ) -> list[OperationRecord]:
-        """Lock the oldest pending operations no other transaction holds, skipping the excluded."""
+        """Lock the oldest pending operations no other transaction holds and the sweep
+        never sent again, skipping the excluded."""
 
     def get_holds(self, hold_ids: list[str], for_update: bool = False) -> dict[str, HoldState]: ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from billing.ports import Event, EventPublisher, OperationRecord, TransientError
 from billing.rules import involved_account_ids
 
 Clock = Callable[[], datetime]
+log = logging.getLogger(__name__)
 
 
 def utc_now() -> datetime:
@@ -61,14 +63,27 @@ def apply_operations(
     transaction holds are taken along: under a backlog, one transaction
     catches up on the operations queued behind this one, whose own tasks
     then find nothing left to do. The result lists the given ids first,
-    then the operations taken along.
+    then the operations taken along. If the transaction fails for anything
+    but a transient fault, the given operations are tried once more alone,
+    so one broken operation never stops the others; and one the recovery
+    sweep had to send again is left to its own tasks.
     """
     ids = list(dict.fromkeys(operation_ids))
+    take_along = True
     for _ in range(limits.lock_set_attempts_max):
         try:
-            return _apply_batch(ids, uow, clock)
+            return _apply_batch(ids, uow, clock, take_along=take_along)
         except _LocksChanged:
             continue
+        except TransientError:
+            raise
+        except Exception:
+            # A bug or a broken row in an operation taken along must not fail
+            # the operations this task was given: once more, on their own.
+            if not take_along:
+                raise
+            log.exception("operations %s: failed with others taken along; alone now", ids[:3])
+            take_along = False
     raise TransientError(f"operations {ids[:3]}...: their holds kept changing under the locks")
 
 
@@ -76,11 +91,13 @@ class _LocksChanged(Exception):
     """A hold appeared between choosing the locks and taking them: choose again."""
 
 
-def _apply_batch(ids: list[str], uow: UnitOfWork, clock: Clock) -> list[Applied]:
+def _apply_batch(
+    ids: list[str], uow: UnitOfWork, clock: Clock, *, take_along: bool
+) -> list[Applied]:
     with uow:
         records = uow.lock_operations(ids)
         pending = [records[i] for i in ids if i in records and _is_pending(records[i])]
-        room = limits.operations_per_transaction_max - len(pending)
+        room = limits.operations_per_transaction_max - len(pending) if take_along else 0
         taken_along = uow.take_pending_operations(ids, limit=room) if room > 0 else []
         records.update((r.operation.operation_id, r) for r in taken_along)
         # Acceptance order; a stable sort keeps the order within a group or batch.

@@ -51,8 +51,11 @@ _LOCK_OPERATIONS = text(
     "SELECT * FROM operations WHERE operation_id = ANY(:ids) ORDER BY operation_id FOR UPDATE"
 )
 # Never waits: rows another transaction holds are skipped (it is applying them).
+# An operation the recovery sweep has sent again is left to its own tasks:
+# if something in it breaks every transaction, it breaks only its own.
 _TAKE_PENDING_OPERATIONS = text(
-    "SELECT * FROM operations WHERE status = 'pending' AND NOT operation_id = ANY(:excluded) "
+    "SELECT * FROM operations WHERE status = 'pending' AND resent_at IS NULL "
+    "AND NOT operation_id = ANY(:excluded) "
     "ORDER BY accepted_at LIMIT :n FOR UPDATE SKIP LOCKED"
 )
 _GET_ACCOUNTS = text("SELECT * FROM accounts WHERE account_id = ANY(:ids)")

@@ -141,3 +141,37 @@ def test_a_transaction_takes_along_no_more_than_its_limit(
     assert [status(engine, f"c{n}") for n in range(6)] == ["succeeded"] * 2 + ["pending"] * 3 + [
         "succeeded"
     ]
+
+
+def test_an_operation_that_breaks_its_transaction_does_not_fail_the_task_that_took_it_along(
+    engine: Any,
+) -> None:
+    with engine.begin() as connection:  # a row no request could have made
+        connection.execute(
+            text(
+                "INSERT INTO operations (operation_id, type, request) "
+                "VALUES ('broken', 'transfer', '{}')"
+            )
+        )
+    credit(engine, "c1", 100)
+
+    applied = service.apply_operations(["c1"], SqlUnitOfWork(engine))
+
+    assert [(a.operation_id, a.newly_applied) for a in applied] == [("c1", True)]
+    assert status(engine, "broken") == "pending"
+    with pytest.raises(KeyError):
+        service.apply_operations(["broken"], SqlUnitOfWork(engine))
+
+
+def test_an_operation_the_recovery_sweep_sent_again_is_left_to_its_own_tasks(engine: Any) -> None:
+    credit(engine, "c1", 100)
+    credit(engine, "c2", 100)
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE operations SET resent_at = now() WHERE operation_id = 'c1'")
+        )
+
+    applied = service.apply_operations(["c2"], SqlUnitOfWork(engine))
+
+    assert [a.operation_id for a in applied] == ["c2"]
+    assert status(engine, "c1") == "pending"
