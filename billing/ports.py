@@ -21,6 +21,14 @@ class TransientError(Exception):
     """A fault that goes away on its own (database restart, lost connection): retry."""
 
 
+class InvalidData(Exception):
+    """The database refused what was written: a value out of range or a broken constraint.
+
+    Not transient: the same write fails again. Raised for what an operation
+    holds, it marks that operation as broken, not the transaction's others.
+    """
+
+
 class LockBusy(TransientError):
     """An account lock stayed busy past `limits.lock_wait_ms`: retry later."""
 

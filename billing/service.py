@@ -21,7 +21,14 @@ from billing.domain import (
     expiry_operation_id,
 )
 from billing.holds import hold_account_ids
-from billing.ports import Event, EventPublisher, OperationRecord, TransientError, UnitOfWork
+from billing.ports import (
+    Event,
+    EventPublisher,
+    InvalidData,
+    OperationRecord,
+    TransientError,
+    UnitOfWork,
+)
 from billing.rules import involved_account_ids
 
 Clock = Callable[[], datetime]
@@ -75,9 +82,7 @@ def apply_operations(
             return _apply_batch(ids, uow, clock, take_along=take_along)
         except _LocksChanged:
             continue
-        except TransientError:
-            raise
-        except Exception:
+        except _BROKEN_OPERATION_ERRORS:
             # A bug or a broken row in an operation taken along must not fail
             # the operations this task was given: once more, on their own.
             if not take_along:
@@ -85,6 +90,12 @@ def apply_operations(
             log.exception("operations %s: failed with others taken along; alone now", ids[:3])
             take_along = False
     raise TransientError(f"operations {ids[:3]}...: their holds kept changing under the locks")
+
+
+# What one broken operation raises: a rule or an invariant tripping over its
+# request, or the database refusing what it would write. Anything else (a
+# transient fault, a time limit) is about the whole transaction.
+_BROKEN_OPERATION_ERRORS = (AssertionError, LookupError, TypeError, ValueError, InvalidData)
 
 
 class _LocksChanged(Exception):

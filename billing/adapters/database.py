@@ -12,12 +12,14 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from billing import limits
 from billing.adapters import jsoncodec
-from billing.ports import LockBusy, TransientError
+from billing.ports import InvalidData, LockBusy, TransientError
 
 LOCK_NOT_AVAILABLE = "55P03"
 QUERY_CANCELED = "57014"
 SERIALIZATION_FAILURE = "40001"
 DEADLOCK_DETECTED = "40P01"
+DATA_EXCEPTION_CLASS = "22"
+INTEGRITY_VIOLATION_CLASS = "23"
 
 
 def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
@@ -57,6 +59,8 @@ def translate_error(error: BaseException) -> Exception | None:
         return TransientError(str(error.orig))
     if isinstance(error, OperationalError) or error.connection_invalidated:
         return TransientError(str(error.orig))
+    if code is not None and code[:2] in (DATA_EXCEPTION_CLASS, INTEGRITY_VIOLATION_CLASS):
+        return InvalidData(str(error.orig))
     return None
 
 

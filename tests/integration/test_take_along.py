@@ -12,6 +12,7 @@ from sqlalchemy import text
 from billing import limits, service
 from billing.adapters.ledger_db import SqlUnitOfWork
 from billing.domain import NewAccount, Operation, OperationType, Status
+from billing.ports import InvalidData
 from tests.support import stack
 
 
@@ -175,3 +176,22 @@ def test_an_operation_the_recovery_sweep_sent_again_is_left_to_its_own_tasks(eng
 
     assert [a.operation_id for a in applied] == ["c2"]
     assert status(engine, "c1") == "pending"
+
+
+def test_an_operation_the_database_refuses_does_not_fail_the_task_that_took_it_along(
+    engine: Any,
+) -> None:
+    service.open_account(NewAccount("rich", "USD"), SqlUnitOfWork(engine))
+    with engine.begin() as connection:  # one more credit overflows the balance column
+        connection.execute(
+            text("UPDATE accounts SET posted = 9223372036854775800 WHERE account_id = 'rich'")
+        )
+    accept(engine, "overflow", OperationType.credit, account_id="rich", amount=10)
+    credit(engine, "c1", 100)
+
+    applied = service.apply_operations(["c1"], SqlUnitOfWork(engine))
+
+    assert [(a.operation_id, a.newly_applied) for a in applied] == [("c1", True)]
+    assert status(engine, "overflow") == "pending"
+    with pytest.raises(InvalidData):
+        service.apply_operations(["overflow"], SqlUnitOfWork(engine))
