@@ -98,18 +98,24 @@ def configure(component: str, level: str | None = None, *, background: bool = Fa
     global _listener
     handler: logging.Handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(make_formatter(component))
-    if _listener is not None:
-        _listener.stop()
-        _listener = None
+    _stop_listener()
     if background:
         records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
         _listener = logging.handlers.QueueListener(records, handler)
         _listener.start()
-        atexit.register(_listener.stop)
         handler = _ContextQueueHandler(records)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level or os.environ.get("BILLING_LOG_LEVEL", "INFO").strip().upper())
+
+
+@atexit.register
+def _stop_listener() -> None:
+    """Write out what is queued and stop the thread; a stopped listener is never stopped again."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
 
 
 def reformat(logger: logging.Logger, component: str) -> None:

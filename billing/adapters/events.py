@@ -178,7 +178,7 @@ class _ConfirmedChannel:
         # kombu's Producer would redo the same checks and headers for each.
         for event in events:
             message = amqp.Message(
-                _encode(event.body).encode(),
+                jsoncodec.text_of(event.body).encode(),
                 content_type="application/json",
                 content_encoding="utf-8",
                 delivery_mode=2,
@@ -212,7 +212,3 @@ _BURST_ERRORS = (
     OSError,
     TimeoutError,
 )
-
-
-def _encode(body: dict[str, Any] | str) -> str:
-    return body if isinstance(body, str) else jsoncodec.dumps(body)

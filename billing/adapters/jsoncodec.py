@@ -29,6 +29,11 @@ def dumps(value: Any) -> str:
         return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
+def text_of(body: dict[str, Any] | str) -> str:
+    """The JSON text of an event body; one read back from the outbox already is text."""
+    return body if isinstance(body, str) else dumps(body)
+
+
 def loads(text: str) -> Any:
     if _LONG_NUMBER.search(text):
         return json.loads(text)

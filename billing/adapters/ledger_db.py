@@ -149,10 +149,6 @@ def _json_or_none(value: Any) -> str | None:
     return jsoncodec.dumps(value) if value is not None else None
 
 
-def _body_text(event: Event) -> str:
-    return event.body if isinstance(event.body, str) else jsoncodec.dumps(event.body)
-
-
 def account_from_row(row: Any) -> AccountState:
     return AccountState(
         account_id=row.account_id,
@@ -336,7 +332,7 @@ class SqlUnitOfWork:
                 {
                     "ids": [e.message_id for e in events],
                     "keys": [e.routing_key for e in events],
-                    "bodies": [_body_text(e) for e in events],
+                    "bodies": [jsoncodec.text_of(e.body) for e in events],
                 },
             )
 

@@ -118,9 +118,7 @@ def bench(
     Exits 1 when the audit fails or operations stayed pending.
     """
     settings = Settings.from_env()
-    token = token or next(iter(settings.api_tokens), None)
-    if not token:
-        raise click.UsageError("no API token: pass --token or set BILLING_API_TOKENS")
+    token = api_token(settings, token)
     if hot >= accounts:
         raise click.BadParameter("must be below --accounts", param_hint="--hot")
     if duration is None and count is None:
@@ -141,6 +139,14 @@ def bench(
 
     click.echo(json.dumps(summary, default=str) if as_json else render(summary))
     sys.exit(0 if summary["ok"] else 1)
+
+
+def api_token(settings: Settings, token: str | None) -> str:
+    """The token given, or the first of BILLING_API_TOKENS."""
+    token = token or next(iter(settings.api_tokens), None)
+    if not token:
+        raise click.UsageError("no API token: pass --token or set BILLING_API_TOKENS")
+    return token
 
 
 def run_once(
@@ -167,7 +173,7 @@ def run_once(
         setting["rate"],
         setting["batch"],
         drain_timeout,
-        setting.get("max_outstanding", 0),
+        setting["max_outstanding"],
     )
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     workload = Workload(

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from billing.bench.command import run_once
+from billing.bench.command import api_token, run_once
 from billing.bench.workload import MIX_DEFAULT, parse_mix
 from billing.config import Settings
 
@@ -143,9 +143,7 @@ def bench_suite(
     the table, not in the exit status.
     """
     settings = Settings.from_env()
-    token = token or next(iter(settings.api_tokens), None)
-    if not token:
-        raise click.UsageError("no API token: pass --token or set BILLING_API_TOKENS")
+    token = api_token(settings, token)
     chosen = [s for s in SCENARIOS if not only or s.name in only]
     results: dict[str, dict[str, Any]] = {}
     for number, scenario in enumerate(chosen):

@@ -13,18 +13,37 @@ from tests.support import stack
 OPERATIONS = 300
 
 
+def billing(
+    settings: Settings, api_url: str, command: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Run `billing COMMAND` against the session's API with its token, as JSON."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "billing.cli",
+            command,
+            "--url",
+            api_url,
+            "--token",
+            settings.api_tokens[0],
+            *args,
+            "--json",
+        ],
+        env=stack.environment(settings),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_bench_sees_every_operation_complete_and_the_audit_pass(
     settings: Settings, api_url: str, client: stack.Client, workers: Workers
 ) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "billing.cli",
-        "bench",
-        "--url",
+    finished = billing(
+        settings,
         api_url,
-        "--token",
-        settings.api_tokens[0],
+        "bench",
         "--count",
         str(OPERATIONS),
         "--accounts",
@@ -33,10 +52,6 @@ def test_bench_sees_every_operation_complete_and_the_audit_pass(
         "8",
         "--seed",
         "6",
-        "--json",
-    ]
-    finished = subprocess.run(
-        command, env=stack.environment(settings), capture_output=True, text=True, timeout=240
     )
     assert finished.returncode == 0, finished.stdout + finished.stderr
     report = json.loads(finished.stdout)
@@ -59,25 +74,8 @@ def test_bench_sees_every_operation_complete_and_the_audit_pass(
 def test_bench_suite_runs_a_scenario_and_judges_it_against_its_goal(
     settings: Settings, api_url: str, client: stack.Client, workers: Workers
 ) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "billing.cli",
-        "bench-suite",
-        "--url",
-        api_url,
-        "--token",
-        settings.api_tokens[0],
-        "--only",
-        "latency",
-        "--duration",
-        "1",
-        "--accounts",
-        "20",
-        "--json",
-    ]
-    finished = subprocess.run(
-        command, env=stack.environment(settings), capture_output=True, text=True, timeout=300
+    finished = billing(
+        settings, api_url, "bench-suite", "--only", "latency", "--duration", "1", "--accounts", "20"
     )
     assert finished.returncode == 0, finished.stdout + finished.stderr
     report = json.loads(finished.stdout)
@@ -94,15 +92,10 @@ def test_bench_suite_runs_a_scenario_and_judges_it_against_its_goal(
 def test_bench_with_an_outstanding_cap_still_sees_every_batch_operation_complete(
     settings: Settings, api_url: str, client: stack.Client, workers: Workers
 ) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "billing.cli",
-        "bench",
-        "--url",
+    finished = billing(
+        settings,
         api_url,
-        "--token",
-        settings.api_tokens[0],
+        "bench",
         "--count",
         "400",
         "--batch",
@@ -113,10 +106,6 @@ def test_bench_with_an_outstanding_cap_still_sees_every_batch_operation_complete
         "20",
         "--concurrency",
         "4",
-        "--json",
-    ]
-    finished = subprocess.run(
-        command, env=stack.environment(settings), capture_output=True, text=True, timeout=240
     )
     assert finished.returncode == 0, finished.stdout + finished.stderr
     report = json.loads(finished.stdout)

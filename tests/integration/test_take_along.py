@@ -48,6 +48,11 @@ def transfer(engine: Any, operation_id: str, amount: int) -> None:
     )
 
 
+def execute(engine: Any, statement: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(text(statement))
+
+
 def status(engine: Any, operation_id: str) -> str:
     with engine.connect() as connection:
         return str(
@@ -147,13 +152,11 @@ def test_a_transaction_takes_along_no_more_than_its_limit(
 def test_an_operation_that_breaks_its_transaction_does_not_fail_the_task_that_took_it_along(
     engine: Any,
 ) -> None:
-    with engine.begin() as connection:  # a row no request could have made
-        connection.execute(
-            text(
-                "INSERT INTO operations (operation_id, type, request) "
-                "VALUES ('broken', 'transfer', '{}')"
-            )
-        )
+    # A row no request could have made.
+    execute(
+        engine,
+        "INSERT INTO operations (operation_id, type, request) VALUES ('broken', 'transfer', '{}')",
+    )
     credit(engine, "c1", 100)
 
     applied = service.apply_operations(["c1"], SqlUnitOfWork(engine))
@@ -167,10 +170,7 @@ def test_an_operation_that_breaks_its_transaction_does_not_fail_the_task_that_to
 def test_an_operation_the_recovery_sweep_sent_again_is_left_to_its_own_tasks(engine: Any) -> None:
     credit(engine, "c1", 100)
     credit(engine, "c2", 100)
-    with engine.begin() as connection:
-        connection.execute(
-            text("UPDATE operations SET resent_at = now() WHERE operation_id = 'c1'")
-        )
+    execute(engine, "UPDATE operations SET resent_at = now() WHERE operation_id = 'c1'")
 
     applied = service.apply_operations(["c2"], SqlUnitOfWork(engine))
 
@@ -182,10 +182,8 @@ def test_an_operation_the_database_refuses_does_not_fail_the_task_that_took_it_a
     engine: Any,
 ) -> None:
     service.open_account(NewAccount("rich", "USD"), SqlUnitOfWork(engine))
-    with engine.begin() as connection:  # one more credit overflows the balance column
-        connection.execute(
-            text("UPDATE accounts SET posted = 9223372036854775800 WHERE account_id = 'rich'")
-        )
+    # One more credit overflows the balance column.
+    execute(engine, "UPDATE accounts SET posted = 9223372036854775800 WHERE account_id = 'rich'")
     accept(engine, "overflow", OperationType.credit, account_id="rich", amount=10)
     credit(engine, "c1", 100)
 
