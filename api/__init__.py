@@ -8,6 +8,7 @@ from flask_swagger_ui import get_swaggerui_blueprint
 
 from api import accounts, health, holds, observability, operations
 from api.auth import require_token
+from api.context import FastJSONProvider
 from api.errors import register_error_handlers
 from api.openapi import ContractPlugin, document_contract, document_pages, ecma_pattern
 from billing import logs
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         )
     logs.configure("api", background=True)
     app = Flask("billing")
+    app.json = FastJSONProvider(app)
     app.config.update(
         API_TITLE="Billing service",
         API_VERSION=API_VERSION,

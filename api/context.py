@@ -5,10 +5,13 @@ from __future__ import annotations
 import re
 from typing import Any, cast
 
+import orjson
 from flask import Response, current_app
+from flask.json.provider import DefaultJSONProvider
 
 from api.errors import validation_error
 from billing import limits
+from billing.adapters import jsoncodec
 from billing.bootstrap import Services
 
 _IDENTIFIER = re.compile(limits.identifier_pattern)
@@ -36,3 +39,30 @@ def json_response(body: Any, status: int) -> Response:
     response = cast(Response, current_app.json.response(body))
     response.status_code = status
     return response
+
+
+class FastJSONProvider(DefaultJSONProvider):
+    """Flask's JSON with orjson underneath, for request bodies and compact answers.
+
+    A batch's answer holds up to a thousand operations, and the standard
+    library spent more time encoding it than the rest of the request. The
+    values are the same (keys sorted, dates and decimals through Flask's own
+    conversions, integers beyond 64 bits through the standard library); only
+    non-ASCII text is sent as UTF-8 instead of \\u escapes.
+    """
+
+    _options = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+    _compact = {"separators": (",", ":")}
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        if kwargs != self._compact:
+            return super().dumps(obj, **kwargs)
+        try:
+            return orjson.dumps(obj, default=self.default, option=self._options).decode()
+        except TypeError:
+            return super().dumps(obj, **kwargs)
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        if kwargs:
+            return super().loads(s, **kwargs)
+        return jsoncodec.loads(s if isinstance(s, str) else s.decode())

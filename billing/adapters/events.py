@@ -15,6 +15,8 @@ from typing import Any
 
 import amqp
 import amqp.exceptions
+from amqp import spec
+from amqp.method_framing import frame_writer
 from kombu import Connection, Exchange, Queue
 from kombu.exceptions import OperationalError as BrokerOperationalError
 from kombu.pools import ProducerPool
@@ -146,6 +148,25 @@ class _Nacked(Exception):
     """The broker refused (nacked) a message of the burst."""
 
 
+# basic.publish's arguments: ticket, exchange, routing key, mandatory, immediate.
+_PUBLISH_ARGS = "Bssbb"
+
+
+class _Frames:
+    """Where a burst's frames gather, to leave in one write instead of one per event."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def write(self, data: bytes | memoryview) -> None:
+        # py-amqp hands over a view of a buffer it reuses for the next frame.
+        self.chunks.append(bytes(data))
+
+    def take(self) -> bytes:
+        data, self.chunks = b"".join(self.chunks), []
+        return data
+
+
 class _ConfirmedChannel:
     """One connection and one channel in confirm mode, counting the broker's confirms."""
 
@@ -153,6 +174,11 @@ class _ConfirmedChannel:
         self._topology = topology
         self._connection = Connection(broker_url, connect_timeout=limits.broker_connect_timeout_s)
         self._channel = self._connection.channel()
+        # py-amqp's own framing, writing into `_frames`: the connection is
+        # this object's alone, so nothing else writes while a burst gathers.
+        self._amqp = self._connection.connection
+        self._frames = _Frames()
+        self._gathering_writer = frame_writer(self._amqp, self._frames)
         self._channel.confirm_select()
         self._channel.events["basic_ack"].add(self._on_ack)
         self._channel.events["basic_nack"].add(self._on_nack)
@@ -176,19 +202,32 @@ class _ConfirmedChannel:
     def publish(self, events: list[Event], timeout_s: float) -> None:
         # Straight onto the channel: a burst is hundreds of messages, and
         # kombu's Producer would redo the same checks and headers for each.
-        for event in events:
-            message = amqp.Message(
-                jsoncodec.text_of(event.body).encode(),
-                content_type="application/json",
-                content_encoding="utf-8",
-                delivery_mode=2,
-                message_id=event.message_id,
-            )
-            self._channel.basic_publish(
-                message, exchange=self._exchange, routing_key=event.routing_key
-            )
-            self._sent += 1
-            self._unconfirmed.add(self._sent)
+        # Their frames go out in one write; a failure before it sends nothing,
+        # and the caller drops this connection.
+        socket_writer, self._amqp.frame_writer = self._amqp.frame_writer, self._gathering_writer
+        try:
+            for event in events:
+                message = amqp.Message(
+                    jsoncodec.text_of(event.body).encode(),
+                    content_type="application/json",
+                    content_encoding="utf-8",
+                    delivery_mode=2,
+                    message_id=event.message_id,
+                )
+                # basic.publish as `Channel.basic_publish` sends it, without
+                # the socket poll and timeout it sets around every message.
+                self._channel.send_method(
+                    spec.Basic.Publish,
+                    _PUBLISH_ARGS,
+                    (0, self._exchange, event.routing_key, False, False),
+                    message,
+                )
+                self._sent += 1
+                self._unconfirmed.add(self._sent)
+        finally:
+            self._amqp.frame_writer = socket_writer
+            frames = self._frames.take()
+        self._amqp.transport.write(frames)
         deadline = time.monotonic() + timeout_s
         while self._unconfirmed:
             remaining_s = deadline - time.monotonic()

@@ -58,7 +58,13 @@ _TAKE_PENDING_OPERATIONS = text(
     "AND NOT operation_id = ANY(:excluded) "
     "ORDER BY accepted_at LIMIT :n FOR UPDATE SKIP LOCKED"
 )
-_GET_ACCOUNTS = text("SELECT * FROM accounts WHERE account_id = ANY(:ids)")
+# Only what a decision needs: an account's metadata and creation time are
+# never read while applying, and decoding them for every locked row is not free.
+_ACCOUNT_STATE = ", ".join(
+    f"accounts.{c}"
+    for c in ("account_id", "currency", "posted", "held", "overdraft_limit", "is_external")
+)
+_GET_ACCOUNTS = text(f"SELECT {_ACCOUNT_STATE} FROM accounts WHERE account_id = ANY(:ids)")
 _NEXT_LEDGER_SEQS = text("SELECT nextval('ledger_seq') AS seq FROM generate_series(1, :n)")
 _INSERT_OPERATIONS = text(
     "INSERT INTO operations (operation_id, type, request) "
@@ -71,7 +77,7 @@ _MOVE_BALANCES = text(
     "FROM unnest(CAST(:ids AS varchar[]), CAST(:posted AS bigint[]), CAST(:held AS bigint[])) "
     "AS d(account_id, posted, held) "
     "WHERE accounts.account_id = d.account_id AND NOT accounts.is_external "
-    "RETURNING accounts.*"
+    f"RETURNING {_ACCOUNT_STATE}"
 )
 _INSERT_ENTRIES = text(
     "INSERT INTO entries (operation_id, account_id, type, bucket, amount, posted_after, "
