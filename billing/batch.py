@@ -116,5 +116,6 @@ class BatchApplier:
                 moves[account_id] = (account.posted - start.posted, account.held - start.held)
         return moves
 
-    def expected_accounts(self, account_ids: set[str]) -> dict[str, AccountState]:
-        return {a: self.accounts[a] for a in account_ids}
+    def expected_balances(self, account_ids: set[str]) -> dict[str, tuple[int, int]]:
+        """The (posted, held) the batch leaves on each of these accounts."""
+        return {a: (self.accounts[a].posted, self.accounts[a].held) for a in account_ids}

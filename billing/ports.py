@@ -55,6 +55,8 @@ class Event:
     message_id: str
     routing_key: str
     body: dict[str, Any] | str
+    # The outbox row's id, once it has one.
+    event_id: int | None = None
 
 
 class UnitOfWork(Protocol):
@@ -96,8 +98,8 @@ class UnitOfWork(Protocol):
     def next_ledger_seqs(self, count: int) -> list[int]:
         """Ledger sequence numbers, ascending, taken while the locks are held."""
 
-    def move_balances(self, moves: dict[str, tuple[int, int]]) -> dict[str, AccountState]:
-        """Move client balances by (posted, held); return the accounts after."""
+    def move_balances(self, moves: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+        """Move client balances by (posted, held); return each one's (posted, held) after."""
 
     def insert_entries(self, entries: list[Entry], created_at: datetime) -> None: ...
 
@@ -123,7 +125,8 @@ class UnitOfWork(Protocol):
     def claim_unpublished_events(self, *, older_than_s: float, limit: int) -> list[Event]:
         """Lock the oldest events unpublished for a while (skipping ones another holds)."""
 
-    def mark_events_published(self, message_ids: list[str]) -> None: ...
+    def mark_events_published(self, events: list[Event]) -> None:
+        """Take events read back from the outbox off the list of those to publish."""
 
     def pending_operations(self, *, older_than_s: float, limit: int) -> list[str]:
         """Pending operations not (re)sent for a while, marked as sent now."""

@@ -189,7 +189,7 @@ def _write(applier: BatchApplier, uow: UnitOfWork, events: list[Event]) -> None:
     """Write what the batch did in a few statements, and check it against the rules."""
     moves = applier.balance_moves()
     after = uow.move_balances(moves)
-    assert after == applier.expected_accounts(set(moves)), "balances drifted from the entries"
+    assert after == applier.expected_balances(set(moves)), "balances drifted from the entries"
     uow.insert_entries(applier.entries, applier.now)
     uow.save_holds(
         [applier.holds[h] for h in sorted(applier.new_hold_ids)],
@@ -359,7 +359,7 @@ def publish_events(message_ids: list[str], uow: UnitOfWork, publisher: EventPubl
         if not events:
             return 0
         publisher.publish(events)
-        uow.mark_events_published([e.message_id for e in events])
+        uow.mark_events_published(events)
         uow.commit()
     return len(events)
 
@@ -381,7 +381,7 @@ def relay_events(
         if not events:
             return 0
         publisher.publish(events)
-        uow.mark_events_published([e.message_id for e in events])
+        uow.mark_events_published(events)
         uow.commit()
     return len(events)
 

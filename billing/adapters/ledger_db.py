@@ -10,9 +10,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
-    Text,
     bindparam,
-    cast,
     func,
     insert,
     select,
@@ -60,11 +58,10 @@ _TAKE_PENDING_OPERATIONS = text(
 )
 # Only what a decision needs: an account's metadata and creation time are
 # never read while applying, and decoding them for every locked row is not free.
-_ACCOUNT_STATE = ", ".join(
-    f"accounts.{c}"
-    for c in ("account_id", "currency", "posted", "held", "overdraft_limit", "is_external")
+_GET_ACCOUNTS = text(
+    "SELECT account_id, currency, posted, held, overdraft_limit, is_external "
+    "FROM accounts WHERE account_id = ANY(:ids)"
 )
-_GET_ACCOUNTS = text(f"SELECT {_ACCOUNT_STATE} FROM accounts WHERE account_id = ANY(:ids)")
 _NEXT_LEDGER_SEQS = text("SELECT nextval('ledger_seq') AS seq FROM generate_series(1, :n)")
 _INSERT_OPERATIONS = text(
     "INSERT INTO operations (operation_id, type, request) "
@@ -77,7 +74,7 @@ _MOVE_BALANCES = text(
     "FROM unnest(CAST(:ids AS varchar[]), CAST(:posted AS bigint[]), CAST(:held AS bigint[])) "
     "AS d(account_id, posted, held) "
     "WHERE accounts.account_id = d.account_id AND NOT accounts.is_external "
-    f"RETURNING {_ACCOUNT_STATE}"
+    "RETURNING accounts.account_id, accounts.posted, accounts.held"
 )
 _INSERT_ENTRIES = text(
     "INSERT INTO entries (operation_id, account_id, type, bucket, amount, posted_after, "
@@ -96,17 +93,27 @@ _COMPLETE_OPERATIONS = text(
     "AS d(operation_id, status, code, message, balances, at, seq) "
     "WHERE operations.operation_id = d.operation_id AND operations.status = 'pending'"
 )
+# The outbox row and its pending mark in one statement.
 _ADD_EVENTS = text(
-    "INSERT INTO outbox (message_id, routing_key, body) "
+    "WITH added AS (INSERT INTO outbox (message_id, routing_key, body) "
     "SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:keys AS varchar[]), "
-    "CAST(:bodies AS jsonb[]))"
+    "CAST(:bodies AS json[])) RETURNING event_id) "
+    "INSERT INTO outbox_pending (event_id) SELECT event_id FROM added"
 )
 _UNPUBLISHED_EVENTS = text(
-    "SELECT message_id, routing_key, CAST(body AS text) AS body FROM outbox "
-    "WHERE message_id = ANY(:ids) AND published_at IS NULL"
+    "SELECT o.event_id, o.message_id, o.routing_key, CAST(o.body AS text) AS body "
+    "FROM outbox o JOIN outbox_pending p ON p.event_id = o.event_id "
+    "WHERE o.message_id = ANY(:ids)"
+)
+# Never waits: events another relay holds are skipped (it is publishing them).
+_CLAIM_UNPUBLISHED_EVENTS = text(
+    "SELECT o.event_id, o.message_id, o.routing_key, CAST(o.body AS text) AS body "
+    "FROM outbox_pending p JOIN outbox o ON o.event_id = p.event_id "
+    "WHERE o.created_at < now() - make_interval(secs => :older_than_s) "
+    "ORDER BY p.event_id LIMIT :n FOR UPDATE OF p SKIP LOCKED"
 )
 _MARK_EVENTS_PUBLISHED = text(
-    "UPDATE outbox SET published_at = now() WHERE message_id = ANY(:ids) AND published_at IS NULL"
+    "DELETE FROM outbox_pending WHERE event_id = ANY(CAST(:ids AS bigint[]))"
 )
 
 
@@ -251,8 +258,8 @@ class SqlUnitOfWork:
         rows = self.connection.execute(_NEXT_LEDGER_SEQS, {"n": count})
         return sorted(int(row.seq) for row in rows)
 
-    def move_balances(self, moves: dict[str, tuple[int, int]]) -> dict[str, AccountState]:
-        """Move client balances by (posted, held) in one statement; the accounts after.
+    def move_balances(self, moves: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+        """Move client balances by (posted, held) in one statement; each one's (posted, held) after.
 
         The external counter-account of a currency is touched by every credit
         and debit, so updating its row would serialize them all; its balance is
@@ -268,7 +275,7 @@ class SqlUnitOfWork:
                 "held": [held for _, held in moves.values()],
             },
         )
-        return {row.account_id: account_from_row(row) for row in rows}
+        return {account_id: (posted, held) for account_id, posted, held in rows}
 
     def insert_entries(self, entries: list[Entry], created_at: datetime) -> None:
         if entries:
@@ -416,29 +423,18 @@ class SqlUnitOfWork:
 
     def unpublished_events(self, message_ids: list[str]) -> list[Event]:
         rows = self.connection.execute(_UNPUBLISHED_EVENTS, {"ids": message_ids})
-        return [Event(r.message_id, r.routing_key, r.body) for r in rows]
+        return [Event(r.message_id, r.routing_key, r.body, r.event_id) for r in rows]
 
     def claim_unpublished_events(self, *, older_than_s: float, limit: int) -> list[Event]:
-        outbox = tables.outbox
-        query = (
-            select(
-                outbox.c.message_id,
-                outbox.c.routing_key,
-                cast(outbox.c.body, Text).label("body"),
-            )
-            .where(
-                outbox.c.published_at.is_(None),
-                outbox.c.created_at
-                < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_s),
-            )
-            .order_by(outbox.c.event_id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+        rows = self.connection.execute(
+            _CLAIM_UNPUBLISHED_EVENTS, {"older_than_s": older_than_s, "n": limit}
         )
-        return [Event(r.message_id, r.routing_key, r.body) for r in self.connection.execute(query)]
+        return [Event(r.message_id, r.routing_key, r.body, r.event_id) for r in rows]
 
-    def mark_events_published(self, message_ids: list[str]) -> None:
-        self.connection.execute(_MARK_EVENTS_PUBLISHED, {"ids": message_ids})
+    def mark_events_published(self, events: list[Event]) -> None:
+        event_ids = [e.event_id for e in events]
+        assert None not in event_ids, "only events read back from the outbox can be marked"
+        self.connection.execute(_MARK_EVENTS_PUBLISHED, {"ids": event_ids})
 
     def pending_operations(self, *, older_than_s: float, limit: int) -> list[str]:
         operations = tables.operations

@@ -77,7 +77,7 @@ class OutboxBacklog(Collector):
         try:
             with self._engine.connect() as connection:
                 backlog = connection.execute(
-                    text("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                    text("SELECT count(*) FROM outbox_pending")
                 ).scalar_one()
             gauge.add_metric([], float(backlog))
         except Exception:

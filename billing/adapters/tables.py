@@ -16,7 +16,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSON, JSONB
 
 metadata = MetaData()
 
@@ -90,9 +90,16 @@ outbox = Table(
     Column("event_id", BigInteger, Identity(always=False), primary_key=True),
     Column("message_id", String(128), nullable=False, unique=True),
     Column("routing_key", String(128), nullable=False),
-    Column("body", JSONB, nullable=False),
+    # The JSON text as written: published as it is, so every copy is the same bytes.
+    Column("body", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("published_at", DateTime(timezone=True)),
+)
+
+# The outbox rows not yet published; deleted once the broker confirmed them.
+outbox_pending = Table(
+    "outbox_pending",
+    metadata,
+    Column("event_id", BigInteger, primary_key=True),
 )
 
 holds = Table(

@@ -114,13 +114,13 @@ def test_metrics_count_the_operations_just_run(
 @pytest.fixture
 def unpublished_events(engine: Engine, new_id: Any) -> Iterator[Any]:
     """Adds outbox rows no relay takes yet (created an hour ahead), deleted at the end."""
-    message_ids: list[str] = []
+    event_ids: list[int] = []
 
     def add(count: int) -> None:
         created_at = datetime.now(UTC) + timedelta(hours=1)
         rows = [
             {
-                "message_id": new_id(f"metrics-backlog-{len(message_ids) + n}"),
+                "message_id": new_id(f"metrics-backlog-{len(event_ids) + n}"),
                 "routing_key": "test.backlog",
                 "body": {},
                 "created_at": created_at,
@@ -128,21 +128,24 @@ def unpublished_events(engine: Engine, new_id: Any) -> Iterator[Any]:
             for n in range(count)
         ]
         with engine.begin() as connection:
-            connection.execute(insert(tables.outbox), rows)
-        message_ids.extend(row["message_id"] for row in rows)
+            added = connection.execute(
+                insert(tables.outbox).returning(tables.outbox.c.event_id), rows
+            )
+            event_ids.extend(added.scalars())
+            connection.execute(
+                insert(tables.outbox_pending), [{"event_id": e} for e in event_ids[-count:]]
+            )
 
     yield add
     with engine.begin() as connection:
-        connection.execute(delete(tables.outbox).where(tables.outbox.c.message_id.in_(message_ids)))
+        pending = tables.outbox_pending
+        connection.execute(delete(pending).where(pending.c.event_id.in_(event_ids)))
+        connection.execute(delete(tables.outbox).where(tables.outbox.c.event_id.in_(event_ids)))
 
 
 def backlog(api_url: str, engine: Engine) -> float:
     """The gauge, once it equals the database's count taken just before and just after it."""
-    query = (
-        select(func.count())
-        .select_from(tables.outbox)
-        .where(tables.outbox.c.published_at.is_(None))
-    )
+    query = select(func.count()).select_from(tables.outbox_pending)
     readings: dict[str, float] = {}
 
     def steady() -> bool:

@@ -1,0 +1,62 @@
+"""Schema migrations carry a database's rows across, both ways."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from alembic import command
+from sqlalchemy import text
+
+from billing.adapters.database import ensure_database
+from billing.adapters.migrate import alembic_config
+from tests.support import stack
+
+
+@pytest.fixture
+def database() -> Iterator[tuple[str, Any]]:
+    """An empty database of its own, its URL and an engine on it."""
+    settings = stack.make_settings()
+    ensure_database(settings.database_url)
+    engine = stack.engine_for(settings)
+    yield settings.database_url, engine
+    engine.dispose()
+    stack.drop_database(settings)
+
+
+def test_events_waiting_to_be_published_stay_waiting_across_the_outbox_change(
+    database: tuple[str, Any],
+) -> None:
+    url, engine = database
+    config = alembic_config(url)
+    command.upgrade(config, "0002")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO outbox (message_id, routing_key, body, published_at) VALUES "
+                "('sent', 'operation.credit.succeeded', '{\"n\": 1}', now()), "
+                "('waiting', 'operation.debit.failed', '{\"n\": 2, \"a\": [1]}', NULL)"
+            )
+        )
+
+    command.upgrade(config, "0003")
+    with engine.connect() as connection:
+        waiting = connection.execute(
+            text(
+                "SELECT o.message_id, CAST(o.body AS text) FROM outbox_pending p "
+                "JOIN outbox o ON o.event_id = p.event_id"
+            )
+        ).all()
+        kept = connection.execute(text("SELECT count(*) FROM outbox")).scalar_one()
+    assert [(m, body.replace(" ", "")) for m, body in waiting] == [("waiting", '{"a":[1],"n":2}')]
+    assert kept == 2
+
+    command.downgrade(config, "0002")
+    with engine.connect() as connection:
+        published = dict(
+            connection.execute(
+                text("SELECT message_id, published_at IS NOT NULL FROM outbox")
+            ).all()
+        )
+    assert published == {"sent": True, "waiting": False}
