@@ -90,6 +90,23 @@ results_queue = Queue(
     durable=True,
     queue_arguments=_task_queue_arguments,
 )
+# The periodic jobs have a queue without dead-lettering: a run that waited
+# past its `expires` (workers busy) is dropped by the broker, as meant,
+# instead of landing among the poison messages in `billing.tasks.dead`; the
+# next run comes within its interval anyway. A handful at most wait.
+periodic_routing_key = _name("billing.periodic")
+periodic_queue = Queue(
+    _name("billing.periodic"),
+    exchange=tasks_exchange,
+    routing_key=periodic_routing_key,
+    durable=True,
+    queue_arguments={
+        "x-queue-type": "quorum",
+        "x-delivery-limit": delivery_limit,
+        "x-max-length": 100,
+        "x-overflow": "drop-head",
+    },
+)
 tasks_dead_queue = Queue(
     _name("billing.tasks.dead"),
     exchange=tasks_dead_exchange,
@@ -97,13 +114,13 @@ tasks_dead_queue = Queue(
     durable=True,
     queue_arguments={"x-queue-type": "quorum"},
 )
-task_queues = [tasks_queue, results_queue]
-_short_jobs = {"queue": results_queue.name, "routing_key": results_routing_key}
+task_queues = [tasks_queue, results_queue, periodic_queue]
+_periodic = {"queue": periodic_queue.name, "routing_key": periodic_routing_key}
 task_routes = {
-    "billing.publish_events": _short_jobs,
-    "billing.expire_holds": _short_jobs,
-    "billing.relay_outbox": _short_jobs,
-    "billing.resend_pending": _short_jobs,
+    "billing.publish_events": {"queue": results_queue.name, "routing_key": results_routing_key},
+    "billing.expire_holds": _periodic,
+    "billing.relay_outbox": _periodic,
+    "billing.resend_pending": _periodic,
 }
 task_default_queue = tasks_queue.name
 task_default_exchange = tasks_exchange.name
@@ -133,7 +150,8 @@ event_queue_prefix = _name("billing.celeryev")
 control_exchange = _name("billing")
 
 # Periodic jobs; `expires` drops a run that waited in the queue past its
-# interval, so a backlog never piles up stale copies of the same job.
+# interval (the broker drops it: see `periodic_queue`), so a backlog never
+# piles up stale copies of the same job.
 beat_schedule = {
     "expire-holds": {
         "task": "billing.expire_holds",

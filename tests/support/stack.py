@@ -90,6 +90,7 @@ def delete_amqp_entities(settings: Settings) -> None:
         for queue in (
             name("billing.tasks"),
             name("billing.results"),
+            name("billing.periodic"),
             name("billing.tasks.dead"),
             name("billing.responses"),
             name("billing.requests.dead"),

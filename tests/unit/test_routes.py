@@ -13,14 +13,21 @@ def queue_of(task_name: str) -> str:
     return str(app.amqp.router.route({}, task_name, args=(), kwargs={})["queue"].name)
 
 
+def test_the_result_task_goes_to_the_results_queue() -> None:
+    assert queue_of("billing.publish_events") == celeryconfig.results_queue.name
+
+
 @pytest.mark.parametrize(
-    "task_name",
-    sorted(
-        {job["task"] for job in celeryconfig.beat_schedule.values()} | {"billing.publish_events"}
-    ),
+    "task_name", sorted({job["task"] for job in celeryconfig.beat_schedule.values()})
 )
-def test_periodic_jobs_and_the_result_task_go_to_the_results_queue(task_name: str) -> None:
-    assert queue_of(task_name) == celeryconfig.results_queue.name
+def test_periodic_jobs_go_to_the_periodic_queue(task_name: str) -> None:
+    assert queue_of(task_name) == celeryconfig.periodic_queue.name
+
+
+def test_the_periodic_queue_drops_what_expires_instead_of_dead_lettering_it() -> None:
+    assert "x-dead-letter-exchange" not in celeryconfig.periodic_queue.queue_arguments
+    for job in celeryconfig.beat_schedule.values():
+        assert job["options"]["expires"] > 0
 
 
 @pytest.mark.parametrize("task_name", [APPLY_OPERATION_TASK, APPLY_OPERATIONS_TASK])
