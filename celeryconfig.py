@@ -139,11 +139,14 @@ broker_native_delayed_delivery_queue_type = "quorum"
 worker_consumer = "tasks.consumer:DeadLetteringConsumer"
 
 # Task events for Flower, on exchanges named with the deployment's prefix.
-# Workers send them per task (a ledger task carries a whole group of
-# operations); nothing is bound to the exchange unless Flower runs, so the
-# broker drops them at once. The API's "sent" events are off: one per group,
-# they add nothing Flower's "received" does not show.
-worker_send_task_events = True
+# Workers start without them and Flower turns them on while it runs (it
+# sends Celery's `enable_events` every 5 s): three events a task, each the
+# broker must take in even with nobody listening, cost the workers and
+# RabbitMQ about a quarter of their CPU when groups are small. Worker
+# heartbeats stay on, so Flower lists the workers at once. The API's "sent"
+# events are off: one per group, they add nothing Flower's "received" does
+# not show.
+worker_send_task_events = False
 task_send_sent_event = False
 event_exchange = _name("billing.celeryev")
 event_queue_prefix = _name("billing.celeryev")

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -149,14 +150,9 @@ def test_flower_behind_its_login_shows_a_task_the_test_just_ran(
         interval_s=0.5,
     )
     account_id = new_id("flower-account")
-    operation_id = new_id("flower-credit")
     client.create_account(account_id)
-    outcome = client.run(
-        "credits", {"operation_id": operation_id, "account_id": account_id, "amount": 700}
-    )
-    assert outcome["status"] == "succeeded", outcome
 
-    def ledger_task() -> str | None:
+    def ledger_task(operation_id: str) -> str | None:
         """The uuid of the ledger task that applied the operation, once Flower saw it succeed."""
         tasks = _flower_json(f"{flower}/api/tasks?limit=1000", auth)
         for uuid, task in tasks.items():
@@ -166,8 +162,29 @@ def test_flower_behind_its_login_shows_a_task_the_test_just_ran(
                 return str(uuid)
         return None
 
-    stack.wait_until(lambda: ledger_task() is not None, 30, "Flower to see the task", 0.5)
-    task_id = ledger_task()
+    # The workers send task events once Flower has turned them on (it sends
+    # Celery's enable_events every 5 s from its start): a credit applied
+    # before that never shows, so credit again until Flower shows one.
+    seen: list[str] = []
+    credits: list[str] = []
+
+    def a_credit_shows() -> bool:
+        operation_id = new_id(f"flower-credit-{len(credits)}")
+        credits.append(operation_id)
+        outcome = client.run(
+            "credits", {"operation_id": operation_id, "account_id": account_id, "amount": 700}
+        )
+        assert outcome["status"] == "succeeded", outcome
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            if (task := ledger_task(operation_id)) is not None:
+                seen.append(task)
+                return True
+            time.sleep(0.5)
+        return False
+
+    stack.wait_until(a_credit_shows, 45, "Flower to show a credit's ledger task", interval_s=0)
+    task_id = seen[0]
 
     # Logged in with the credentials in the URL; the table's rows come from
     # /tasks/datatable, which the page's script loads under the same login.
