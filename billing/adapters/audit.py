@@ -47,6 +47,11 @@ CHECKS: dict[str, str] = {
         SELECT o.operation_id, o.status FROM operations o
         WHERE o.status <> 'pending'
           AND NOT EXISTS (SELECT 1 FROM outbox x WHERE x.message_id = o.operation_id)""",
+    # `outbox_pending` has no foreign key (it would cost a check per event):
+    # a mark without its outbox row would never be published nor cleared.
+    "every event waiting to be published has its outbox row": """
+        SELECT p.event_id FROM outbox_pending p
+        WHERE NOT EXISTS (SELECT 1 FROM outbox x WHERE x.event_id = p.event_id)""",
     "held equals the sum of the remaining amounts of the account's active holds": """
         SELECT a.account_id, a.held,
                COALESCE(SUM(h.remaining) FILTER (WHERE h.status = 'active'), 0) AS active_holds

@@ -94,6 +94,10 @@ def test_audit_finds_a_corrupted_balance_row_and_exits_1(ledger: tuple[Settings,
             "every terminal operation has its outcome recorded for publishing",
         ),
         (
+            "INSERT INTO outbox_pending (event_id) VALUES (9223372036854775807)",
+            "every event waiting to be published has its outbox row",
+        ),
+        (
             "DELETE FROM entries WHERE operation_id = 't1'",
             "every succeeded operation has its entries",
         ),
@@ -108,7 +112,16 @@ def test_audit_finds_a_corrupted_balance_row_and_exits_1(ledger: tuple[Settings,
             "no available below the overdraft floor",
         ),
     ],
-    ids=["held", "hold-remaining", "currency-sum", "outbox", "entries", "failed-entries", "floor"],
+    ids=[
+        "held",
+        "hold-remaining",
+        "currency-sum",
+        "outbox",
+        "outbox-pending",
+        "entries",
+        "failed-entries",
+        "floor",
+    ],
 )
 def test_audit_finds_each_kind_of_corruption(
     ledger: tuple[Settings, Any], statement: str, invariant: str
