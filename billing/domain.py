@@ -187,10 +187,19 @@ def apply_postings(
         account = changed.get(posting.account_id) or accounts.get(posting.account_id)
         if account is None:
             continue
+        posted, held = account.posted, account.held
         if posting.bucket is Bucket.posted:
-            account = _replace(account, posted=account.posted + posting.amount)
+            posted += posting.amount
         else:
-            account = _replace(account, held=account.held + posting.amount)
+            held += posting.amount
+        account = AccountState(
+            account.account_id,
+            account.currency,
+            posted,
+            held,
+            account.overdraft_limit,
+            account.is_external,
+        )
         changed[posting.account_id] = account
         if posting.amount < 0:
             debited.add(posting.account_id)
@@ -199,11 +208,6 @@ def apply_postings(
         if account.account_id in debited:
             assert account.available >= account.floor, f"{account.account_id}: below its floor"
     return changed
-
-
-def _replace(account: AccountState, **changes: int) -> AccountState:
-    values = {**account.__dict__, **changes}
-    return AccountState(**values)
 
 
 def assert_balanced(postings: list[Posting]) -> None:

@@ -82,6 +82,9 @@ class UnitOfWork(Protocol):
 
     def get_accounts(self, account_ids: list[str]) -> dict[str, AccountState]: ...
 
+    def lock_and_get_accounts(self, account_ids: list[str]) -> dict[str, AccountState]:
+        """`lock_accounts`, then the accounts as the transactions waited for left them."""
+
     def get_operations(self, operation_ids: list[str]) -> dict[str, OperationRecord]: ...
 
     def lock_operations(self, operation_ids: list[str]) -> dict[str, OperationRecord]:
@@ -98,18 +101,19 @@ class UnitOfWork(Protocol):
     def next_ledger_seqs(self, count: int) -> list[int]:
         """Ledger sequence numbers, ascending, taken while the locks are held."""
 
-    def move_balances(self, moves: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
-        """Move client balances by (posted, held); return each one's (posted, held) after."""
-
-    def insert_entries(self, entries: list[Entry], created_at: datetime) -> None: ...
+    def write_batch(
+        self,
+        moves: dict[str, tuple[int, int]],
+        entries: list[Entry],
+        completed: list[OperationRecord],
+        events: list[Event],
+        created_at: datetime,
+    ) -> dict[str, tuple[int, int]]:
+        """Move client balances by (posted, held), insert the entries, store each operation's
+        terminal status, outcome and ledger sequence number, and record the events in the
+        outbox; return each moved account's (posted, held) after."""
 
     def save_holds(self, new: list[HoldState], changed: list[HoldState]) -> None: ...
-
-    def complete_operations(self, records: list[OperationRecord]) -> None:
-        """Store each operation's terminal status, outcome and ledger sequence number."""
-
-    def add_events(self, events: list[Event]) -> None:
-        """Record events in the outbox, in this transaction."""
 
     def create_account(self, account: NewAccount) -> tuple[dict[str, Any], bool]: ...
 

@@ -137,14 +137,12 @@ def _apply_pending(
 ) -> None:
     """Decide and write the locked pending operations; `records` gets their outcomes."""
     account_ids, holds_before = _locks_for(pending, uow)
-    uow.lock_accounts(sorted(account_ids))
+    accounts = uow.lock_and_get_accounts(sorted(account_ids))
     holds = uow.get_holds(list(holds_before), for_update=True)
     if any(h not in holds_before or holds_before[h] is None for h in holds):
         raise _LocksChanged()
     applier = BatchApplier(
-        uow.get_accounts(sorted(account_ids)),
-        {h: hold for h, hold in holds.items() if hold is not None},
-        clock(),
+        accounts, {h: hold for h, hold in holds.items() if hold is not None}, clock()
     )
     for record, seq in zip(pending, uow.next_ledger_seqs(len(pending)), strict=True):
         records[record.operation.operation_id] = applier.apply(record, seq)
@@ -186,17 +184,14 @@ def _locks_for(
 
 
 def _write(applier: BatchApplier, uow: UnitOfWork, events: list[Event]) -> None:
-    """Write what the batch did in a few statements, and check it against the rules."""
+    """Write what the batch did, and check the balances against the rules."""
     moves = applier.balance_moves()
-    after = uow.move_balances(moves)
+    after = uow.write_batch(moves, applier.entries, applier.completed, events, applier.now)
     assert after == applier.expected_balances(set(moves)), "balances drifted from the entries"
-    uow.insert_entries(applier.entries, applier.now)
     uow.save_holds(
         [applier.holds[h] for h in sorted(applier.new_hold_ids)],
         [applier.holds[h] for h in sorted(applier.changed_hold_ids)],
     )
-    uow.complete_operations(applier.completed)
-    uow.add_events(events)
 
 
 def expire_hold(hold_id: str, uow: UnitOfWork, clock: Clock = utc_now) -> str | None:

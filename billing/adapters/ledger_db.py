@@ -10,19 +10,18 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
-    bindparam,
     func,
     insert,
     select,
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 
-from billing.adapters import jsoncodec, tables
+from billing.adapters import batch_write, jsoncodec, tables
 from billing.adapters.database import translate_error
+from billing.adapters.pgarrays import int_array, text_array
 from billing.batch import Entry
 from billing.domain import (
     AccountState,
@@ -37,73 +36,52 @@ from billing.domain import (
 from billing.ports import Event, OperationRecord
 
 # The statements a batch runs take whole arrays as parameters (`= ANY`,
-# `unnest`), so each is one cached statement whatever the batch size, instead
-# of SQL built and compiled again for every size.
+# `unnest`), each sent as one literal (`pgarrays`), so each is one cached
+# statement whatever the batch size, instead of SQL built and compiled again
+# for every size.
 _LOCK_STATEMENT = text(
-    "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(:keys) WITH ORDINALITY AS t(k, n)"
-).bindparams(bindparam("keys", type_=ARRAY(BIGINT)))
-_GET_OPERATIONS = text("SELECT * FROM operations WHERE operation_id = ANY(:ids)")
+    "SELECT count(pg_advisory_xact_lock(k)) "
+    "FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS t(k, n)"
+)
+_GET_OPERATIONS = text("SELECT * FROM operations WHERE operation_id = ANY(CAST(:ids AS varchar[]))")
 # Rows are locked in id order, so two transactions given overlapping ids
 # never wait for each other in a cycle.
 _LOCK_OPERATIONS = text(
-    "SELECT * FROM operations WHERE operation_id = ANY(:ids) ORDER BY operation_id FOR UPDATE"
+    "SELECT * FROM operations WHERE operation_id = ANY(CAST(:ids AS varchar[])) "
+    "ORDER BY operation_id FOR UPDATE"
 )
 # Never waits: rows another transaction holds are skipped (it is applying them).
 # An operation the recovery sweep has sent again is left to its own tasks:
 # if something in it breaks every transaction, it breaks only its own.
 _TAKE_PENDING_OPERATIONS = text(
     "SELECT * FROM operations WHERE status = 'pending' AND resent_at IS NULL "
-    "AND NOT operation_id = ANY(:excluded) "
+    "AND NOT operation_id = ANY(CAST(:excluded AS varchar[])) "
     "ORDER BY accepted_at LIMIT :n FOR UPDATE SKIP LOCKED"
 )
 # Only what a decision needs: an account's metadata and creation time are
 # never read while applying, and decoding them for every locked row is not free.
 _GET_ACCOUNTS = text(
     "SELECT account_id, currency, posted, held, overdraft_limit, is_external "
-    "FROM accounts WHERE account_id = ANY(:ids)"
+    "FROM accounts WHERE account_id = ANY(CAST(:ids AS varchar[]))"
 )
-_NEXT_LEDGER_SEQS = text("SELECT nextval('ledger_seq') AS seq FROM generate_series(1, :n)")
+# The locks and the read in one round trip: two statements of one message,
+# each with a snapshot of its own, so the read sees what the transactions
+# waited for committed.
+_LOCK_AND_GET_ACCOUNTS = text(f"{_LOCK_STATEMENT.text}; {_GET_ACCOUNTS.text}")
+# One row holding them all, in the order they were taken.
+_NEXT_LEDGER_SEQS = text(
+    "SELECT array_agg(nextval('ledger_seq') ORDER BY n) FROM generate_series(1, :n) AS n"
+)
 _INSERT_OPERATIONS = text(
     "INSERT INTO operations (operation_id, type, request) "
     "SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:types AS varchar[]), "
     "CAST(:requests AS jsonb[])) "
     "ON CONFLICT DO NOTHING RETURNING *"
 )
-_MOVE_BALANCES = text(
-    "UPDATE accounts SET posted = accounts.posted + d.posted, held = accounts.held + d.held "
-    "FROM unnest(CAST(:ids AS varchar[]), CAST(:posted AS bigint[]), CAST(:held AS bigint[])) "
-    "AS d(account_id, posted, held) "
-    "WHERE accounts.account_id = d.account_id AND NOT accounts.is_external "
-    "RETURNING accounts.account_id, accounts.posted, accounts.held"
-)
-_INSERT_ENTRIES = text(
-    "INSERT INTO entries (operation_id, account_id, type, bucket, amount, posted_after, "
-    "held_after, created_at) "
-    "SELECT o, a, t, b, m, p, h, CAST(:created_at AS timestamptz) FROM unnest("
-    "CAST(:operation_ids AS varchar[]), CAST(:account_ids AS varchar[]), "
-    "CAST(:types AS varchar[]), CAST(:buckets AS varchar[]), CAST(:amounts AS bigint[]), "
-    "CAST(:posted_after AS bigint[]), CAST(:held_after AS bigint[])) AS e(o, a, t, b, m, p, h)"
-)
-_COMPLETE_OPERATIONS = text(
-    "UPDATE operations SET status = d.status, error_code = d.code, "
-    "error_message = d.message, balances = d.balances, completed_at = d.at, ledger_seq = d.seq "
-    "FROM unnest(CAST(:ids AS varchar[]), CAST(:statuses AS varchar[]), "
-    "CAST(:codes AS varchar[]), CAST(:messages AS text[]), CAST(:balances AS jsonb[]), "
-    "CAST(:ats AS timestamptz[]), CAST(:seqs AS bigint[])) "
-    "AS d(operation_id, status, code, message, balances, at, seq) "
-    "WHERE operations.operation_id = d.operation_id AND operations.status = 'pending'"
-)
-# The outbox row and its pending mark in one statement.
-_ADD_EVENTS = text(
-    "WITH added AS (INSERT INTO outbox (message_id, routing_key, body) "
-    "SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:keys AS varchar[]), "
-    "CAST(:bodies AS json[])) RETURNING event_id) "
-    "INSERT INTO outbox_pending (event_id) SELECT event_id FROM added"
-)
 _UNPUBLISHED_EVENTS = text(
     "SELECT o.event_id, o.message_id, o.routing_key, CAST(o.body AS text) AS body "
     "FROM outbox o JOIN outbox_pending p ON p.event_id = o.event_id "
-    "WHERE o.message_id = ANY(:ids)"
+    "WHERE o.message_id = ANY(CAST(:ids AS varchar[]))"
 )
 # Never waits: events another relay holds are skipped (it is publishing them).
 _CLAIM_UNPUBLISHED_EVENTS = text(
@@ -158,19 +136,12 @@ def hold_from_row(row: Any) -> HoldState:
     )
 
 
-def _json_or_none(value: Any) -> str | None:
-    return jsoncodec.dumps(value) if value is not None else None
-
-
-def account_from_row(row: Any) -> AccountState:
-    return AccountState(
-        account_id=row.account_id,
-        currency=row.currency,
-        posted=row.posted,
-        held=row.held,
-        overdraft_limit=row.overdraft_limit,
-        is_external=row.is_external,
-    )
+def _accounts_by_id(rows: Any) -> dict[str, AccountState]:
+    # Unpacked as tuples: a batch reads a thousand rows while holding the locks.
+    return {
+        account_id: AccountState(account_id, currency, posted, held, overdraft_limit, external)
+        for account_id, currency, posted, held, overdraft_limit, external in rows
+    }
 
 
 class SqlUnitOfWork:
@@ -219,7 +190,7 @@ class SqlUnitOfWork:
 
     def lock_accounts(self, account_ids: list[str]) -> None:
         keys = sorted({account_lock_key(a) for a in account_ids})
-        self.connection.execute(_LOCK_STATEMENT, {"keys": keys})
+        self.connection.execute(_LOCK_STATEMENT, {"keys": int_array(keys)})
 
     def get_operation(
         self, operation_id: str, *, for_update: bool = False
@@ -231,18 +202,18 @@ class SqlUnitOfWork:
         return record_from_row(row) if row else None
 
     def get_operations(self, operation_ids: list[str]) -> dict[str, OperationRecord]:
-        rows = self.connection.execute(_GET_OPERATIONS, {"ids": operation_ids})
+        rows = self.connection.execute(_GET_OPERATIONS, {"ids": text_array(operation_ids)})
         return {row.operation_id: record_from_row(row) for row in rows}
 
     def lock_operations(self, operation_ids: list[str]) -> dict[str, OperationRecord]:
-        rows = self.connection.execute(_LOCK_OPERATIONS, {"ids": operation_ids})
+        rows = self.connection.execute(_LOCK_OPERATIONS, {"ids": text_array(operation_ids)})
         return {row.operation_id: record_from_row(row) for row in rows}
 
     def take_pending_operations(
         self, excluded_ids: list[str], *, limit: int
     ) -> list[OperationRecord]:
         rows = self.connection.execute(
-            _TAKE_PENDING_OPERATIONS, {"excluded": excluded_ids, "n": limit}
+            _TAKE_PENDING_OPERATIONS, {"excluded": text_array(excluded_ids), "n": limit}
         )
         return [record_from_row(row) for row in rows]
 
@@ -255,43 +226,8 @@ class SqlUnitOfWork:
         return {row.hold_id: hold_from_row(row) for row in self.connection.execute(query)}
 
     def next_ledger_seqs(self, count: int) -> list[int]:
-        rows = self.connection.execute(_NEXT_LEDGER_SEQS, {"n": count})
-        return sorted(int(row.seq) for row in rows)
-
-    def move_balances(self, moves: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
-        """Move client balances by (posted, held) in one statement; each one's (posted, held) after.
-
-        The external counter-account of a currency is touched by every credit
-        and debit, so updating its row would serialize them all; its balance is
-        the sum of its entries instead, and it never appears here.
-        """
-        if not moves:
-            return {}
-        rows = self.connection.execute(
-            _MOVE_BALANCES,
-            {
-                "ids": list(moves),
-                "posted": [posted for posted, _ in moves.values()],
-                "held": [held for _, held in moves.values()],
-            },
-        )
-        return {account_id: (posted, held) for account_id, posted, held in rows}
-
-    def insert_entries(self, entries: list[Entry], created_at: datetime) -> None:
-        if entries:
-            self.connection.execute(
-                _INSERT_ENTRIES,
-                {
-                    "operation_ids": [e.operation_id for e in entries],
-                    "account_ids": [e.account_id for e in entries],
-                    "types": [e.type for e in entries],
-                    "buckets": [e.bucket for e in entries],
-                    "amounts": [e.amount for e in entries],
-                    "posted_after": [e.posted_after for e in entries],
-                    "held_after": [e.held_after for e in entries],
-                    "created_at": created_at,
-                },
-            )
+        seqs = self.connection.execute(_NEXT_LEDGER_SEQS, {"n": count}).scalar_one()
+        return sorted(seqs)
 
     def save_holds(self, new: list[HoldState], changed: list[HoldState]) -> None:
         holds = tables.holds
@@ -320,38 +256,28 @@ class SqlUnitOfWork:
                 .values(captured=hold.captured, remaining=hold.remaining, status=hold.status.value)
             )
 
-    def complete_operations(self, records: list[OperationRecord]) -> None:
-        """Store the terminal status and outcome of each operation, in one statement."""
-        if not records:
-            return
-        done = self.connection.execute(
-            _COMPLETE_OPERATIONS,
-            {
-                "ids": [r.operation.operation_id for r in records],
-                "statuses": [r.operation.status.value for r in records],
-                "codes": [r.error_code for r in records],
-                "messages": [r.error_message for r in records],
-                "balances": [_json_or_none(r.balances) for r in records],
-                "ats": [r.completed_at for r in records],
-                "seqs": [r.ledger_seq for r in records],
-            },
-        )
-        assert done.rowcount == len(records), "an operation completed twice"
-
-    def add_events(self, events: list[Event]) -> None:
-        if events:
-            self.connection.execute(
-                _ADD_EVENTS,
-                {
-                    "ids": [e.message_id for e in events],
-                    "keys": [e.routing_key for e in events],
-                    "bodies": [jsoncodec.text_of(e.body) for e in events],
-                },
-            )
-
     def get_accounts(self, account_ids: list[str]) -> dict[str, AccountState]:
-        rows = self.connection.execute(_GET_ACCOUNTS, {"ids": account_ids})
-        return {row.account_id: account_from_row(row) for row in rows}
+        rows = self.connection.execute(_GET_ACCOUNTS, {"ids": text_array(account_ids)})
+        return _accounts_by_id(rows)
+
+    def lock_and_get_accounts(self, account_ids: list[str]) -> dict[str, AccountState]:
+        keys = sorted({account_lock_key(a) for a in account_ids})
+        rows = self.connection.execute(
+            _LOCK_AND_GET_ACCOUNTS, {"keys": int_array(keys), "ids": text_array(account_ids)}
+        )
+        return _accounts_by_id(rows)
+
+    def write_batch(
+        self,
+        moves: dict[str, tuple[int, int]],
+        entries: list[Entry],
+        completed: list[OperationRecord],
+        events: list[Event],
+        created_at: datetime,
+    ) -> dict[str, tuple[int, int]]:
+        return batch_write.write_batch(
+            self.connection, moves, entries, completed, events, created_at
+        )
 
     def create_account(self, account: NewAccount) -> tuple[dict[str, Any], bool]:
         """Insert the account (and its currency's external account); True when new."""
@@ -409,9 +335,9 @@ class SqlUnitOfWork:
         rows = self.connection.execute(
             _INSERT_OPERATIONS,
             {
-                "ids": [o.operation_id for o in operations],
-                "types": [o.type.value for o in operations],
-                "requests": [jsoncodec.dumps(o.request) for o in operations],
+                "ids": text_array(o.operation_id for o in operations),
+                "types": text_array(o.type.value for o in operations),
+                "requests": text_array(jsoncodec.dumps(o.request) for o in operations),
             },
         )
         records = {row.operation_id: record_from_row(row) for row in rows}
@@ -422,7 +348,7 @@ class SqlUnitOfWork:
         return records, created
 
     def unpublished_events(self, message_ids: list[str]) -> list[Event]:
-        rows = self.connection.execute(_UNPUBLISHED_EVENTS, {"ids": message_ids})
+        rows = self.connection.execute(_UNPUBLISHED_EVENTS, {"ids": text_array(message_ids)})
         return [Event(r.message_id, r.routing_key, r.body, r.event_id) for r in rows]
 
     def claim_unpublished_events(self, *, older_than_s: float, limit: int) -> list[Event]:
@@ -434,7 +360,7 @@ class SqlUnitOfWork:
     def mark_events_published(self, events: list[Event]) -> None:
         event_ids = [e.event_id for e in events]
         assert None not in event_ids, "only events read back from the outbox can be marked"
-        self.connection.execute(_MARK_EVENTS_PUBLISHED, {"ids": event_ids})
+        self.connection.execute(_MARK_EVENTS_PUBLISHED, {"ids": int_array(event_ids)})
 
     def pending_operations(self, *, older_than_s: float, limit: int) -> list[str]:
         operations = tables.operations

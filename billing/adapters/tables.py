@@ -72,8 +72,9 @@ entries = Table(
     "entries",
     metadata,
     Column("entry_id", BigInteger, Identity(always=False), primary_key=True),
-    Column("operation_id", String(80), ForeignKey("operations.operation_id"), nullable=False),
-    Column("account_id", String(64), ForeignKey("accounts.account_id"), nullable=False),
+    # No foreign keys (migration 0004): the audit checks every entry has both.
+    Column("operation_id", String(80), nullable=False),
+    Column("account_id", String(64), nullable=False),
     Column("type", String(16), nullable=False),
     Column("bucket", String(8), nullable=False, server_default=text("'posted'")),
     Column("amount", BigInteger, nullable=False),

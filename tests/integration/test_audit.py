@@ -102,6 +102,14 @@ def test_audit_finds_a_corrupted_balance_row_and_exits_1(ledger: tuple[Settings,
             "every succeeded operation has its entries",
         ),
         (
+            "UPDATE entries SET operation_id = 'never-recorded' WHERE operation_id = 't1'",
+            "every entry belongs to a recorded operation",
+        ),
+        (
+            "UPDATE entries SET account_id = 'nobody' WHERE account_id = 'bob'",
+            "every entry belongs to an account",
+        ),
+        (
             "UPDATE operations SET status = 'failed', error_code = 'insufficient_funds' "
             "WHERE operation_id = 'c1'",
             "no failed or pending operation has entries",
@@ -119,6 +127,8 @@ def test_audit_finds_a_corrupted_balance_row_and_exits_1(ledger: tuple[Settings,
         "outbox",
         "outbox-pending",
         "entries",
+        "entry-operation",
+        "entry-account",
         "failed-entries",
         "floor",
     ],

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from alembic import command
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from billing.adapters.database import ensure_database
 from billing.adapters.migrate import alembic_config
@@ -60,3 +61,26 @@ def test_events_waiting_to_be_published_stay_waiting_across_the_outbox_change(
             ).all()
         )
     assert published == {"sent": True, "waiting": False}
+
+
+def test_entries_lose_their_foreign_keys_and_get_them_back_on_downgrade(
+    database: tuple[str, Any],
+) -> None:
+    url, engine = database
+    config = alembic_config(url)
+    orphan_entry = text(
+        "INSERT INTO entries (operation_id, account_id, type, bucket, amount) "
+        "VALUES ('no-such-operation', 'nobody', 'credit', 'posted', 1)"
+    )
+    command.upgrade(config, "0004")
+    with engine.begin() as connection:
+        connection.execute(orphan_entry)
+        connection.execute(text("DELETE FROM entries"))
+
+    command.downgrade(config, "0003")
+    with (
+        pytest.raises(IntegrityError, match="entries_operation_id_fkey"),
+        engine.begin() as connection,
+    ):
+        connection.execute(orphan_entry)
+    command.upgrade(config, "head")
