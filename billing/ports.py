@@ -49,14 +49,18 @@ class Event:
     """An event to record or publish; read back from the outbox, its body is the stored JSON text.
 
     Publishing the stored text as it is spares decoding and encoding every
-    body again, and makes every copy of an event the same bytes.
+    body again, and makes every copy of an event the same bytes. An
+    operation's outcome event is recorded without a body (None): its
+    operation's row holds all of it, so it is rendered from that row, read
+    back with it as `operation`, when it is published.
     """
 
     message_id: str
     routing_key: str
-    body: dict[str, Any] | str
+    body: dict[str, Any] | str | None
     # The outbox row's id, once it has one.
     event_id: int | None = None
+    operation: OperationRecord | None = None
 
 
 class UnitOfWork(Protocol):

@@ -55,6 +55,12 @@ CHECKS: dict[str, str] = {
         SELECT o.operation_id, o.status FROM operations o
         WHERE o.status <> 'pending'
           AND NOT EXISTS (SELECT 1 FROM outbox x WHERE x.message_id = o.operation_id)""",
+    # An outcome event without a body is rendered from its operation's row.
+    "every event recorded without a body has its terminal operation": """
+        SELECT x.event_id, x.message_id FROM outbox x
+        WHERE x.body IS NULL AND NOT EXISTS (
+            SELECT 1 FROM operations o
+            WHERE o.operation_id = x.message_id AND o.status <> 'pending')""",
     # `outbox_pending` has no foreign key (it would cost a check per event):
     # a mark without its outbox row would never be published nor cleared.
     "every event waiting to be published has its outbox row": """

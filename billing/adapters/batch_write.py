@@ -79,7 +79,9 @@ def write_batch(
             **_completed_arrays(completed),
             "event_ids": text_array(e.message_id for e in events),
             "event_keys": text_array(e.routing_key for e in events),
-            "event_bodies": text_array(jsoncodec.text_of(e.body) for e in events),
+            "event_bodies": text_array(
+                None if e.body is None else jsoncodec.text_of(e.body) for e in events
+            ),
         },
     ).one()
     assert result.completed == len(completed), "an operation completed twice"

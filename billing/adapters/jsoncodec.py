@@ -29,8 +29,9 @@ def dumps(value: Any) -> str:
         return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
-def text_of(body: dict[str, Any] | str) -> str:
+def text_of(body: dict[str, Any] | str | None) -> str:
     """The JSON text of an event body; one read back from the outbox already is text."""
+    assert body is not None, "an outcome event is rendered before it is published"
     return body if isinstance(body, str) else dumps(body)
 
 

@@ -78,15 +78,24 @@ _INSERT_OPERATIONS = text(
     "CAST(:requests AS jsonb[])) "
     "ON CONFLICT DO NOTHING RETURNING *"
 )
+# An event recorded without a body is read with its operation's row, to be
+# rendered from it (`service.publishable`).
+_EVENT_COLUMNS = (
+    "o.event_id, o.message_id, o.routing_key, CAST(o.body AS text) AS body, "
+    "op.operation_id, op.type, op.status, op.request, op.error_code, op.error_message, "
+    "op.balances, op.accepted_at, op.completed_at, op.ledger_seq "
+)
 _UNPUBLISHED_EVENTS = text(
-    "SELECT o.event_id, o.message_id, o.routing_key, CAST(o.body AS text) AS body "
+    f"SELECT {_EVENT_COLUMNS}"
     "FROM outbox o JOIN outbox_pending p ON p.event_id = o.event_id "
+    "LEFT JOIN operations op ON o.body IS NULL AND op.operation_id = o.message_id "
     "WHERE o.message_id = ANY(CAST(:ids AS varchar[]))"
 )
 # Never waits: events another relay holds are skipped (it is publishing them).
 _CLAIM_UNPUBLISHED_EVENTS = text(
-    "SELECT o.event_id, o.message_id, o.routing_key, CAST(o.body AS text) AS body "
+    f"SELECT {_EVENT_COLUMNS}"
     "FROM outbox_pending p JOIN outbox o ON o.event_id = p.event_id "
+    "LEFT JOIN operations op ON o.body IS NULL AND op.operation_id = o.message_id "
     "WHERE o.created_at < now() - make_interval(secs => :older_than_s) "
     "ORDER BY p.event_id LIMIT :n FOR UPDATE OF p SKIP LOCKED"
 )
@@ -120,6 +129,11 @@ def record_from_row(row: Any) -> OperationRecord:
         completed_at=row.completed_at,
         ledger_seq=row.ledger_seq,
     )
+
+
+def _event_from_row(row: Any) -> Event:
+    operation = record_from_row(row) if row.body is None and row.operation_id else None
+    return Event(row.message_id, row.routing_key, row.body, row.event_id, operation)
 
 
 def hold_from_row(row: Any) -> HoldState:
@@ -349,13 +363,13 @@ class SqlUnitOfWork:
 
     def unpublished_events(self, message_ids: list[str]) -> list[Event]:
         rows = self.connection.execute(_UNPUBLISHED_EVENTS, {"ids": text_array(message_ids)})
-        return [Event(r.message_id, r.routing_key, r.body, r.event_id) for r in rows]
+        return [_event_from_row(r) for r in rows]
 
     def claim_unpublished_events(self, *, older_than_s: float, limit: int) -> list[Event]:
         rows = self.connection.execute(
             _CLAIM_UNPUBLISHED_EVENTS, {"older_than_s": older_than_s, "n": limit}
         )
-        return [Event(r.message_id, r.routing_key, r.body, r.event_id) for r in rows]
+        return [_event_from_row(r) for r in rows]
 
     def mark_events_published(self, events: list[Event]) -> None:
         event_ids = [e.event_id for e in events]

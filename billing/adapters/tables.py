@@ -92,7 +92,8 @@ outbox = Table(
     Column("message_id", String(128), nullable=False, unique=True),
     Column("routing_key", String(128), nullable=False),
     # The JSON text as written: published as it is, so every copy is the same bytes.
-    Column("body", JSON, nullable=False),
+    # None for an operation's outcome: rendered from the operation's row (0005).
+    Column("body", JSON),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 

@@ -84,3 +84,44 @@ def test_entries_lose_their_foreign_keys_and_get_them_back_on_downgrade(
     ):
         connection.execute(orphan_entry)
     command.upgrade(config, "head")
+
+
+def test_outcome_events_without_a_body_get_one_rendered_on_downgrade(
+    database: tuple[str, Any],
+) -> None:
+    url, engine = database
+    config = alembic_config(url)
+    command.upgrade(config, "0005")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO operations (operation_id, type, status, request, error_code, "
+                "error_message, completed_at, ledger_seq) VALUES "
+                "('d1', 'debit', 'failed', '{\"account_id\": \"alice\", \"amount\": 5}', "
+                "'insufficient_funds', 'alice has 0', now(), 1)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO outbox (message_id, routing_key, body) VALUES "
+                "('d1', 'operation.debit.failed', NULL), "
+                "('h1:expired', 'hold.expired', '{\"hold_id\": \"h1\"}')"
+            )
+        )
+
+    command.downgrade(config, "0004")
+    with engine.connect() as connection:
+        bodies = dict(
+            connection.execute(text("SELECT message_id, CAST(body AS jsonb) FROM outbox")).all()
+        )
+    assert bodies["h1:expired"] == {"hold_id": "h1"}
+    rendered = bodies["d1"]
+    assert {k: rendered[k] for k in ("operation_id", "type", "status", "error")} == {
+        "operation_id": "d1",
+        "type": "debit",
+        "status": "failed",
+        "error": {"code": "insufficient_funds", "message": "alice has 0"},
+    }
+    assert rendered["request"] == {"account_id": "alice", "amount": 5}
+    assert rendered["schema_version"] == 1
+    assert "balances" not in rendered and rendered["completed_at"] is not None
