@@ -77,17 +77,13 @@ class UnitOfWork(Protocol):
 
     def commit(self) -> None: ...
 
-    def lock_accounts(self, account_ids: list[str]) -> None:
-        """Take the advisory lock of every account, in a fixed order; raise LockBusy."""
-
     def get_operation(
         self, operation_id: str, *, for_update: bool = False
     ) -> OperationRecord | None: ...
 
-    def get_accounts(self, account_ids: list[str]) -> dict[str, AccountState]: ...
-
     def lock_and_get_accounts(self, account_ids: list[str]) -> dict[str, AccountState]:
-        """`lock_accounts`, then the accounts as the transactions waited for left them."""
+        """Take the advisory lock of every account, in a fixed order (raise LockBusy), then
+        read the accounts as the transactions waited for left them."""
 
     def get_operations(self, operation_ids: list[str]) -> dict[str, OperationRecord]: ...
 

@@ -204,7 +204,7 @@ def expire_hold(hold_id: str, uow: UnitOfWork, clock: Clock = utc_now) -> str | 
         hold = uow.get_hold(hold_id)
         if hold is None or hold.status is not HoldStatus.active:
             return None
-        uow.lock_accounts(hold_account_ids(hold))
+        accounts = uow.lock_and_get_accounts(hold_account_ids(hold))
         hold = uow.get_hold(hold_id, for_update=True)
         now = clock()
         if hold is None or holds.expire(hold, now) is None:
@@ -214,7 +214,7 @@ def expire_hold(hold_id: str, uow: UnitOfWork, clock: Clock = utc_now) -> str | 
         )
         record, created = uow.insert_operation(operation)
         assert created, f"hold {hold_id} was expired twice"
-        applier = BatchApplier(uow.get_accounts(hold_account_ids(hold)), {hold_id: hold}, now)
+        applier = BatchApplier(accounts, {hold_id: hold}, now)
         (seq,) = uow.next_ledger_seqs(1)
         applier.apply(record, seq)
         expired = applier.holds[hold_id]

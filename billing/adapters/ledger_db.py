@@ -39,10 +39,6 @@ from billing.ports import Event, OperationRecord
 # `unnest`), each sent as one literal (`pgarrays`), so each is one cached
 # statement whatever the batch size, instead of SQL built and compiled again
 # for every size.
-_LOCK_STATEMENT = text(
-    "SELECT count(pg_advisory_xact_lock(k)) "
-    "FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS t(k, n)"
-)
 _GET_OPERATIONS = text("SELECT * FROM operations WHERE operation_id = ANY(CAST(:ids AS varchar[]))")
 # Rows are locked in id order, so two transactions given overlapping ids
 # never wait for each other in a cycle.
@@ -58,16 +54,16 @@ _TAKE_PENDING_OPERATIONS = text(
     "AND NOT operation_id = ANY(CAST(:excluded AS varchar[])) "
     "ORDER BY accepted_at LIMIT :n FOR UPDATE SKIP LOCKED"
 )
-# Only what a decision needs: an account's metadata and creation time are
-# never read while applying, and decoding them for every locked row is not free.
-_GET_ACCOUNTS = text(
+# The locks, then the read, in one round trip: two statements of one message,
+# each with a snapshot of its own, so the read sees what the transactions it
+# waited for committed. Only what a decision needs is read: an account's
+# metadata and creation time never are, and decoding them is not free.
+_LOCK_AND_GET_ACCOUNTS = text(
+    "SELECT count(pg_advisory_xact_lock(k)) "
+    "FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS t(k, n); "
     "SELECT account_id, currency, posted, held, overdraft_limit, is_external "
     "FROM accounts WHERE account_id = ANY(CAST(:ids AS varchar[]))"
 )
-# The locks and the read in one round trip: two statements of one message,
-# each with a snapshot of its own, so the read sees what the transactions
-# waited for committed.
-_LOCK_AND_GET_ACCOUNTS = text(f"{_LOCK_STATEMENT.text}; {_GET_ACCOUNTS.text}")
 # One row holding them all, in the order they were taken.
 _NEXT_LEDGER_SEQS = text(
     "SELECT array_agg(nextval('ledger_seq') ORDER BY n) FROM generate_series(1, :n) AS n"
@@ -202,10 +198,6 @@ class SqlUnitOfWork:
     def commit(self) -> None:
         self.connection.commit()
 
-    def lock_accounts(self, account_ids: list[str]) -> None:
-        keys = sorted({account_lock_key(a) for a in account_ids})
-        self.connection.execute(_LOCK_STATEMENT, {"keys": int_array(keys)})
-
     def get_operation(
         self, operation_id: str, *, for_update: bool = False
     ) -> OperationRecord | None:
@@ -269,10 +261,6 @@ class SqlUnitOfWork:
                 .where(holds.c.hold_id == hold.hold_id)
                 .values(captured=hold.captured, remaining=hold.remaining, status=hold.status.value)
             )
-
-    def get_accounts(self, account_ids: list[str]) -> dict[str, AccountState]:
-        rows = self.connection.execute(_GET_ACCOUNTS, {"ids": text_array(account_ids)})
-        return _accounts_by_id(rows)
 
     def lock_and_get_accounts(self, account_ids: list[str]) -> dict[str, AccountState]:
         keys = sorted({account_lock_key(a) for a in account_ids})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,20 +12,11 @@ from billing import limits, service
 from billing.adapters.ledger_db import SqlUnitOfWork
 from billing.domain import NewAccount, Operation, OperationType, Status
 from billing.ports import InvalidData
-from tests.support import stack
 
 
 @pytest.fixture
-def engine() -> Iterator[Any]:
-    """A database of its own with two accounts and no worker running."""
-    settings = stack.make_settings()
-    stack.prepare_database(settings)
-    engine = stack.engine_for(settings)
-    for account in ("alice", "bob"):
-        service.open_account(NewAccount(account, "USD"), SqlUnitOfWork(engine))
-    yield engine
-    engine.dispose()
-    stack.drop_database(settings)
+def engine(workerless_engine: Any) -> Any:
+    return workerless_engine
 
 
 def accept(engine: Any, operation_id: str, kind: OperationType, **request: Any) -> None:
