@@ -1,8 +1,9 @@
 """The bench's HTTP side: a pool of keep-alive connections, and the tally of what was sent.
 
-aiohttp on one asyncio loop, JSON from the standard library, and the body
-of a 202 left unparsed: the load generator shares the machine with the
-service, so every request should cost it as little as possible.
+The bench's own HTTP client (`billing.bench.http`) on one asyncio loop, JSON
+from the standard library, and the body of a 202 left unparsed: the load
+generator shares the machine with the service, so every request should cost
+it as little as possible.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
+from billing.bench.http import HttpError, HttpPool
 from billing.bench.workload import Submission
 
 request_timeout_s = 30
@@ -50,18 +50,18 @@ class Api:
     """
 
     def __init__(self, url: str, token: str, concurrency: int) -> None:
-        connector = aiohttp.TCPConnector(limit=concurrency, keepalive_timeout=60)
-        self._url = url.rstrip("/")
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=request_timeout_s),
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-        )
+        try:
+            self._pool = HttpPool(
+                url,
+                {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                concurrency,
+                request_timeout_s,
+            )
+        except ValueError as error:
+            raise SetupError(str(error)) from error
 
     async def close(self) -> None:
-        await self._session.close()
+        await self._pool.close()
 
     async def post(self, path: str, body: Any) -> tuple[str, bytes]:
         """The answer's status ("202", ..., or "transport") and body, after safe retries."""
@@ -71,9 +71,9 @@ class Api:
             if attempt:
                 await asyncio.sleep(retry_pause_s * attempt)
             try:
-                async with self._session.post(self._url + path, data=payload) as response:
-                    status, answer = str(response.status), await response.read()
-            except (aiohttp.ClientError, TimeoutError):
+                code, answer = await self._pool.post(path, payload)
+                status = str(code)
+            except HttpError:
                 status, answer = TRANSPORT_ERROR, b""
             if status not in (TRANSPORT_ERROR, "503"):
                 break

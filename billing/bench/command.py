@@ -159,7 +159,7 @@ def run_once(
     seed: int | None,
 ) -> dict[str, Any]:
     """One measured run with its own accounts; the figures, with the audit afterwards."""
-    # Imported here, so other `billing` commands start without loading aiohttp.
+    # Imported here, so other `billing` commands start without loading the bench.
     from billing.bench.client import SetupError
     from billing.bench.report import summarize
     from billing.bench.runner import Plan, run

@@ -69,10 +69,10 @@ class Record:
 
 
 async def run(plan: Plan, workload: Workload, settings: Settings) -> Record:
+    api = Api(plan.url, plan.token, plan.concurrency)
     stream = EventStream(settings, workload.run_id, workload.holds_to_settle.append)
     await asyncio.to_thread(stream.start)
     publisher = IntakePublisher(settings) if workload.amqp_share else None
-    api = Api(plan.url, plan.token, plan.concurrency)
     try:
         if publisher is not None:
             await asyncio.to_thread(publisher.start, asyncio.get_running_loop())
