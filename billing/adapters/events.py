@@ -23,6 +23,7 @@ from kombu.pools import ProducerPool
 
 from billing import limits
 from billing.adapters import jsoncodec
+from billing.adapters.amqp_reads import BufferedReads, plain_amqp
 from billing.config import Settings
 from billing.ports import Event, TransientError
 
@@ -172,7 +173,12 @@ class _ConfirmedChannel:
 
     def __init__(self, broker_url: str, topology: Topology) -> None:
         self._topology = topology
-        self._connection = Connection(broker_url, connect_timeout=limits.broker_connect_timeout_s)
+        self._connection = Connection(
+            broker_url,
+            connect_timeout=limits.broker_connect_timeout_s,
+            # Confirms are read by blocking calls only, so they can be read in bulk.
+            transport=BufferedReads if plain_amqp(broker_url) else None,
+        )
         self._channel = self._connection.channel()
         # py-amqp's own framing, writing into `_frames`: the connection is
         # this object's alone, so nothing else writes while a burst gathers.
