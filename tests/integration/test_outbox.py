@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import text
 
 from billing import service
@@ -54,3 +55,76 @@ def test_outcome_events_are_stored_without_a_body_and_published_as_the_api_shows
         assert jsoncodec.text_of(event.body) == jsoncodec.dumps(expected)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM outbox_pending")).scalar_one() == 0
+
+
+def outbox_rows_read(plan: dict[str, Any]) -> int:
+    """Rows an EXPLAIN ANALYZE plan read from `outbox`, kept or filtered out, over every loop."""
+    read = 0
+    if plan.get("Relation Name") == "outbox":
+        kept_or_removed = plan["Actual Rows"] + plan.get("Rows Removed by Filter", 0)
+        read += kept_or_removed * plan["Actual Loops"]
+    return read + sum(outbox_rows_read(child) for child in plan.get("Plans", []))
+
+
+def test_the_relay_reads_the_pending_events_only_however_many_were_published(
+    workerless_engine: Any,
+) -> None:
+    engine = workerless_engine
+    # Many events published, a few left behind by a dead result task, many
+    # more just written; no statistics yet (PostgreSQL then joined the two
+    # tables by reading all of outbox).
+    published, late, recent = 20_000, 3, 5_000
+    with engine.begin() as connection:
+        for prefix, count, age in (("done", published, "1 hour"), ("late", late, "1 hour")):
+            connection.execute(
+                text(
+                    "INSERT INTO outbox (message_id, routing_key, body, created_at) "
+                    "SELECT :prefix || '-' || n, 'hold.expired', json_build_object('n', n), "
+                    "now() - CAST(:age AS interval) FROM generate_series(1, :count) AS n"
+                ),
+                {"prefix": prefix, "count": count, "age": age},
+            )
+        connection.execute(
+            text(
+                "INSERT INTO outbox (message_id, routing_key, body) "
+                "SELECT 'recent-' || n, 'hold.expired', '{}' FROM generate_series(1, :count) AS n"
+            ),
+            {"count": recent},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO outbox_pending (event_id) SELECT event_id FROM outbox "
+                "WHERE message_id NOT LIKE 'done-%'"
+            )
+        )
+
+    claims: list[tuple[str, Any]] = []
+
+    def keep_claim(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "FROM outbox_pending p" in statement and "SKIP LOCKED" in statement:
+            claims.append((statement, parameters))
+
+    sqlalchemy_event.listen(engine, "before_cursor_execute", keep_claim)
+    publisher = RecordingPublisher()
+    try:
+        assert service.relay_events(SqlUnitOfWork(engine), publisher, older_than_s=60) == late
+    finally:
+        sqlalchemy_event.remove(engine, "before_cursor_execute", keep_claim)
+    assert [e.message_id for e in publisher.events] == ["late-1", "late-2", "late-3"]
+    assert [jsoncodec.loads(jsoncodec.text_of(e.body)) for e in publisher.events] == [
+        {"n": 1},
+        {"n": 2},
+        {"n": 3},
+    ]
+
+    # The same claim again, on the recent events still pending: it may read
+    # each of them and its row, never the published ones.
+    (statement, parameters), *_ = claims
+    with engine.connect() as connection:
+        cursor = connection.connection.dbapi_connection.cursor()
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
+        (plan,) = cursor.fetchone()[0]
+        connection.rollback()
+        pending = connection.execute(text("SELECT count(*) FROM outbox_pending")).scalar_one()
+    assert pending == recent
+    assert outbox_rows_read(plan["Plan"]) <= recent
