@@ -6,6 +6,14 @@ on a machine whose two cores every process shares. The account locks are
 held throughout, and every other ledger transaction of a busy ledger waits
 for them, so the writes go in one statement of data-modifying CTEs: they
 touch different tables and see the same snapshot, which is all they need.
+
+An operation is completed only while still pending, checked as
+`completed_at IS NULL` (the same thing, by the table's check constraint)
+rather than `status = 'pending'`: that condition matches the partial index
+of pending operations, and PostgreSQL, expecting few of them, read every
+pending operation through it and hashed them, to update 500 (27 of the
+56 ms the statement took, with 18,500 pending). Compared on the completion
+time, the 500 rows are looked up by primary key.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ _WRITE_BATCH = text(
     "CAST(:codes AS varchar[]), CAST(:messages AS text[]), CAST(:balances AS jsonb[]), "
     "CAST(:completed_ats AS timestamptz[]), CAST(:seqs AS bigint[])) "
     "AS d(operation_id, status, code, message, balances, at, seq) "
-    "WHERE operations.operation_id = d.operation_id AND operations.status = 'pending' "
+    "WHERE operations.operation_id = d.operation_id AND operations.completed_at IS NULL "
     "RETURNING 1), "
     "added AS ("
     "INSERT INTO outbox (message_id, routing_key, body) "
