@@ -81,11 +81,16 @@ _EVENT_COLUMNS = (
     "op.operation_id, op.type, op.status, op.request, op.error_code, op.error_message, "
     "op.balances, op.accepted_at, op.completed_at, op.ledger_seq "
 )
+# Each id is looked up on its own (LATERAL ... LIMIT 1: one row of the unique
+# index): as `message_id = ANY(:ids)` on a table without fresh statistics,
+# PostgreSQL read the whole outbox in parallel to find 500 events.
 _UNPUBLISHED_EVENTS = text(
     f"SELECT {_EVENT_COLUMNS}"
-    "FROM outbox o JOIN outbox_pending p ON p.event_id = o.event_id "
-    "LEFT JOIN operations op ON o.body IS NULL AND op.operation_id = o.message_id "
-    "WHERE o.message_id = ANY(CAST(:ids AS varchar[]))"
+    "FROM unnest(CAST(:ids AS varchar[])) AS i(message_id) CROSS JOIN LATERAL ("
+    "SELECT outbox.event_id, message_id, routing_key, body FROM outbox "
+    "JOIN outbox_pending ON outbox_pending.event_id = outbox.event_id "
+    "WHERE outbox.message_id = i.message_id LIMIT 1) o "
+    "LEFT JOIN operations op ON o.body IS NULL AND op.operation_id = o.message_id"
 )
 # Never waits: events another relay holds are skipped (it is publishing them).
 # Each pending mark looks up its own outbox row (LATERAL ... LIMIT 1, which

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event as sqlalchemy_event
@@ -66,14 +68,12 @@ def outbox_rows_read(plan: dict[str, Any]) -> int:
     return read + sum(outbox_rows_read(child) for child in plan.get("Plans", []))
 
 
-def test_the_relay_reads_the_pending_events_only_however_many_were_published(
-    workerless_engine: Any,
-) -> None:
-    engine = workerless_engine
-    # Many events published, a few left behind by a dead result task, many
-    # more just written; no statistics yet (PostgreSQL then joined the two
-    # tables by reading all of outbox).
-    published, late, recent = 20_000, 3, 5_000
+def fill_outbox(engine: Any, published: int, late: int, recent: int) -> None:
+    """Events published long ago, some left unpublished long ago, some just written and pending.
+
+    No statistics are gathered, as on a busy database autovacuum has not
+    analyzed yet: the plans PostgreSQL then chose read the whole outbox.
+    """
     with engine.begin() as connection:
         for prefix, count, age in (("done", published, "1 hour"), ("late", late, "1 hour")):
             connection.execute(
@@ -98,33 +98,75 @@ def test_the_relay_reads_the_pending_events_only_however_many_were_published(
             )
         )
 
-    claims: list[tuple[str, Any]] = []
 
-    def keep_claim(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "FROM outbox_pending p" in statement and "SKIP LOCKED" in statement:
-            claims.append((statement, parameters))
+@contextmanager
+def statements_kept(engine: Any, *markers: str) -> Iterator[list[tuple[str, Any]]]:
+    """The statements the engine runs that contain every marker, with their parameters."""
+    kept: list[tuple[str, Any]] = []
 
-    sqlalchemy_event.listen(engine, "before_cursor_execute", keep_claim)
-    publisher = RecordingPublisher()
+    def keep(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if all(marker in statement for marker in markers):
+            kept.append((statement, parameters))
+
+    sqlalchemy_event.listen(engine, "before_cursor_execute", keep)
     try:
-        assert service.relay_events(SqlUnitOfWork(engine), publisher, older_than_s=60) == late
+        yield kept
     finally:
-        sqlalchemy_event.remove(engine, "before_cursor_execute", keep_claim)
-    assert [e.message_id for e in publisher.events] == ["late-1", "late-2", "late-3"]
-    assert [jsoncodec.loads(jsoncodec.text_of(e.body)) for e in publisher.events] == [
-        {"n": 1},
-        {"n": 2},
-        {"n": 3},
-    ]
+        sqlalchemy_event.remove(engine, "before_cursor_execute", keep)
 
-    # The same claim again, on the recent events still pending: it may read
-    # each of them and its row, never the published ones.
-    (statement, parameters), *_ = claims
+
+def outbox_rows_read_again(engine: Any, statement: str, parameters: Any) -> int:
+    """Run the statement again under EXPLAIN ANALYZE, rolled back: the outbox rows it read."""
     with engine.connect() as connection:
         cursor = connection.connection.dbapi_connection.cursor()
         cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
         (plan,) = cursor.fetchone()[0]
         connection.rollback()
-        pending = connection.execute(text("SELECT count(*) FROM outbox_pending")).scalar_one()
-    assert pending == recent
-    assert outbox_rows_read(plan["Plan"]) <= recent
+    return outbox_rows_read(plan["Plan"])
+
+
+def pending_marks(engine: Any) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(text("SELECT count(*) FROM outbox_pending")).scalar_one())
+
+
+def bodies(events: list[Event]) -> list[Any]:
+    return [jsoncodec.loads(jsoncodec.text_of(e.body)) for e in events]
+
+
+def test_the_relay_reads_the_pending_events_only_however_many_were_published(
+    workerless_engine: Any,
+) -> None:
+    engine = workerless_engine
+    late, recent = 3, 5_000
+    fill_outbox(engine, published=20_000, late=late, recent=recent)
+
+    publisher = RecordingPublisher()
+    with statements_kept(engine, "FROM outbox_pending p", "SKIP LOCKED") as claims:
+        assert service.relay_events(SqlUnitOfWork(engine), publisher, older_than_s=60) == late
+    assert [e.message_id for e in publisher.events] == ["late-1", "late-2", "late-3"]
+    assert bodies(publisher.events) == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert pending_marks(engine) == recent
+
+    # The same claim again, on the recent events still pending: it may read
+    # each of them and its row, never the published ones.
+    (statement, parameters), *_ = claims
+    assert outbox_rows_read_again(engine, statement, parameters) <= recent
+
+
+def test_the_result_task_reads_only_the_events_it_is_given_however_many_were_published(
+    workerless_engine: Any,
+) -> None:
+    engine = workerless_engine
+    fill_outbox(engine, published=20_000, late=0, recent=500)
+    given = [f"recent-{n}" for n in range(1, 501)] + ["done-1", "never-recorded"]
+
+    publisher = RecordingPublisher()
+    with statements_kept(engine, "FROM unnest", "outbox_pending") as reads:
+        assert service.publish_events(given, SqlUnitOfWork(engine), publisher) == 500
+    # Only the pending ones, each once; a published or unknown id is skipped.
+    assert sorted(e.message_id for e in publisher.events) == sorted(given[:500])
+    assert pending_marks(engine) == 0
+
+    (statement, parameters), *_ = reads
+    assert outbox_rows_read_again(engine, statement, parameters) <= len(given)
