@@ -56,6 +56,12 @@ def api_command(host: str, port: int, workers: int, threads: int) -> list[str]:
         "60",
         "--graceful-timeout",
         "10",
+        # Idle keep-alive connections stay open 75 s, not gunicorn's 2: a
+        # client (or load balancer) that reuses a pooled connection the
+        # server has just closed gets its request reset. Longer than the
+        # usual 60 s idle timeout of load balancers, so they close first.
+        "--keep-alive",
+        "75",
     )
 
 

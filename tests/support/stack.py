@@ -231,7 +231,16 @@ class Client:
         self.session.headers["Authorization"] = f"Bearer {token}"
 
     def post(self, path: str, body: Any, **kwargs: Any) -> requests.Response:
-        return self.session.post(self.base_url + path, json=body, timeout=30, **kwargs)
+        """POST, sent once more if the connection broke first, as a client of this API may.
+
+        Every POST the tests send is safe to repeat (an operation id, an
+        account's own id); a pooled keep-alive connection may be closed by
+        the server just as a request goes out on it.
+        """
+        try:
+            return self.session.post(self.base_url + path, json=body, timeout=30, **kwargs)
+        except requests.ConnectionError:
+            return self.session.post(self.base_url + path, json=body, timeout=30, **kwargs)
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         return self.session.get(self.base_url + path, timeout=60, **kwargs)
