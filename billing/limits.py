@@ -51,6 +51,11 @@ batch_size_max = 1_000
 # and takes along the oldest other pending ones up to this many. About two
 # advisory locks per transfer, well inside PostgreSQL's default lock table.
 operations_per_transaction_max = 500
+# ... of those accepted in the last few seconds: every operation leaves a
+# dead entry in the index of pending ones when it completes, until vacuum
+# comes, and reading from the index's start meant reading all of them. An
+# older pending operation is in a task of its own, or the sweep's.
+take_along_window_s = 5
 # The API records and enqueues the single operations of concurrent requests
 # together: a group gathers while requests keep arriving (no gap longer than
 # the idle time), for the window at most, up to this many; then one

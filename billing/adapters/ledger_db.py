@@ -19,6 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 
+from billing import limits
 from billing.adapters import batch_write, jsoncodec, tables
 from billing.adapters.database import translate_error
 from billing.adapters.pgarrays import int_array, text_array
@@ -49,8 +50,13 @@ _LOCK_OPERATIONS = text(
 # Never waits: rows another transaction holds are skipped (it is applying them).
 # An operation the recovery sweep has sent again is left to its own tasks:
 # if something in it breaks every transaction, it breaks only its own.
+# Only the operations accepted in the last `take_along_window_s`: the read
+# of the pending index is bounded to them, not to every dead entry the
+# operations completed since the last vacuum left there (2 ms a call, the
+# largest statement of a 60 s run at 500 operations/s, and growing).
 _TAKE_PENDING_OPERATIONS = text(
     "SELECT * FROM operations WHERE status = 'pending' AND resent_at IS NULL "
+    "AND accepted_at > now() - make_interval(secs => :window_s) "
     "AND NOT operation_id = ANY(CAST(:excluded AS varchar[])) "
     "ORDER BY accepted_at LIMIT :n FOR UPDATE SKIP LOCKED"
 )
@@ -232,7 +238,12 @@ class SqlUnitOfWork:
         self, excluded_ids: list[str], *, limit: int
     ) -> list[OperationRecord]:
         rows = self.connection.execute(
-            _TAKE_PENDING_OPERATIONS, {"excluded": text_array(excluded_ids), "n": limit}
+            _TAKE_PENDING_OPERATIONS,
+            {
+                "excluded": text_array(excluded_ids),
+                "n": limit,
+                "window_s": limits.take_along_window_s,
+            },
         )
         return [record_from_row(row) for row in rows]
 

@@ -168,6 +168,22 @@ def test_an_operation_the_recovery_sweep_sent_again_is_left_to_its_own_tasks(eng
     assert status(engine, "c1") == "pending"
 
 
+def test_only_recently_accepted_operations_are_taken_along(engine: Any) -> None:
+    credit(engine, "c1", 100)
+    credit(engine, "c2", 100)
+    credit(engine, "c3", 100)
+    execute(
+        engine,
+        "UPDATE operations SET accepted_at = now() - make_interval(secs => "
+        f"{limits.take_along_window_s + 1}) WHERE operation_id = 'c1'",
+    )
+
+    applied = service.apply_operations(["c3"], SqlUnitOfWork(engine))
+
+    assert [a.operation_id for a in applied] == ["c3", "c2"]
+    assert status(engine, "c1") == "pending"
+
+
 def test_an_operation_the_database_refuses_does_not_fail_the_task_that_took_it_along(
     engine: Any,
 ) -> None:
