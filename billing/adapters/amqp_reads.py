@@ -17,6 +17,7 @@ from typing import Any
 
 import amqp.exceptions
 import amqp.transport
+from kombu import Connection
 from kombu.transport import pyamqp
 
 read_size = 1 << 16
@@ -68,23 +69,26 @@ class _BufferedConnection(pyamqp.Connection):  # type: ignore[misc]
         socket_settings: Any = None,
         **kwargs: Any,
     ) -> amqp.transport.TCPTransport:
-        assert not ssl, "buffered reads are for plain TCP connections"
-        return BufferedTcpTransport(
-            host,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            write_timeout=write_timeout,
-            socket_settings=socket_settings,
+        options = {
+            "connect_timeout": connect_timeout,
+            "read_timeout": read_timeout,
+            "write_timeout": write_timeout,
+            "socket_settings": socket_settings,
             **kwargs,
-        )
+        }
+        if ssl:  # TLS reads stay py-amqp's own
+            return super().Transport(host, ssl=ssl, **options)
+        return BufferedTcpTransport(host, **options)
 
 
-class BufferedReads(pyamqp.Transport):  # type: ignore[misc]
-    """kombu's py-amqp transport, with the event stream's buffered frame reads."""
-
+class _BufferedReads(pyamqp.Transport):  # type: ignore[misc]
     Connection = _BufferedConnection
 
 
-def plain_amqp(broker_url: str) -> bool:
-    """A plain `amqp://` URL without TLS options (amqps and ssl go through py-amqp's own reads)."""
-    return broker_url.startswith(("amqp://", "pyamqp://")) and "ssl" not in broker_url
+def blocking_reader(broker_url: str, **options: Any) -> Connection:
+    """A kombu connection whose reads are buffered, for a user that only reads by blocking calls.
+
+    Any other URL scheme than RabbitMQ's keeps kombu's own transport.
+    """
+    amqp_scheme = broker_url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp")
+    return Connection(broker_url, transport=_BufferedReads if amqp_scheme else None, **options)

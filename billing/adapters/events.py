@@ -23,7 +23,7 @@ from kombu.pools import ProducerPool
 
 from billing import limits
 from billing.adapters import jsoncodec
-from billing.adapters.amqp_reads import BufferedReads, plain_amqp
+from billing.adapters.amqp_reads import blocking_reader
 from billing.config import Settings
 from billing.ports import Event, TransientError
 
@@ -173,11 +173,9 @@ class _ConfirmedChannel:
 
     def __init__(self, broker_url: str, topology: Topology) -> None:
         self._topology = topology
-        self._connection = Connection(
-            broker_url,
-            connect_timeout=limits.broker_connect_timeout_s,
-            # Confirms are read by blocking calls only, so they can be read in bulk.
-            transport=BufferedReads if plain_amqp(broker_url) else None,
+        # Confirms are read by blocking calls only, so they can be read in bulk.
+        self._connection = blocking_reader(
+            broker_url, connect_timeout=limits.broker_connect_timeout_s
         )
         self._channel = self._connection.channel()
         # py-amqp's own framing, writing into `_frames`: the connection is

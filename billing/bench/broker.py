@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import amqp
 from kombu import Connection, Producer, Queue
 
-from billing.adapters.amqp_reads import BufferedReads, plain_amqp
+from billing.adapters.amqp_reads import blocking_reader
 from billing.adapters.events import Topology
 from billing.config import Settings
 
@@ -77,10 +77,8 @@ class EventStream:
             auto_delete=True,
         )
         try:
-            with Connection(
-                self._settings.broker_url,
-                connect_timeout=broker_wait_s,
-                transport=BufferedReads if plain_amqp(self._settings.broker_url) else None,
+            with blocking_reader(
+                self._settings.broker_url, connect_timeout=broker_wait_s
             ) as connection:
                 channel = connection.channel()
                 own_queue.bind(channel).declare()

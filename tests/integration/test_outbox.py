@@ -159,12 +159,13 @@ def test_the_result_task_reads_only_the_events_it_is_given_however_many_were_pub
 ) -> None:
     engine = workerless_engine
     fill_outbox(engine, published=20_000, late=0, recent=500)
-    given = [f"recent-{n}" for n in range(1, 501)] + ["done-1", "never-recorded"]
+    given = [f"recent-{n}" for n in range(1, 501)] + ["recent-7", "done-1", "never-recorded"]
 
     publisher = RecordingPublisher()
     with statements_kept(engine, "FROM unnest", "outbox_pending") as reads:
         assert service.publish_events(given, SqlUnitOfWork(engine), publisher) == 500
-    # Only the pending ones, each once; a published or unknown id is skipped.
+    # Only the pending ones, each once even if given twice; a published or
+    # unknown id is skipped.
     assert sorted(e.message_id for e in publisher.events) == sorted(given[:500])
     assert pending_marks(engine) == 0
 
