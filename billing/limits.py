@@ -60,9 +60,11 @@ take_along_window_s = 5
 # The API records and enqueues the single operations of concurrent requests
 # together: a group gathers while requests keep arriving (no gap longer than
 # the idle time), for the window at most, up to this many; then one
-# transaction and one ledger task take them all.
+# transaction and one ledger task take them all. A gap of 20 ms rather than
+# 10: at 500 requests/s over two API processes a 10 ms lull closed groups
+# early, and the extra groups cost 7% more CPU per operation in all.
 enqueue_group_window_ms = 50
-enqueue_group_idle_ms = 10
+enqueue_group_idle_ms = 20
 enqueue_group_size_max = 500
 
 # How long a burst of events waits for the broker's confirms, and a new
