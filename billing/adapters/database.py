@@ -32,8 +32,8 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
         f"-c lock_timeout={limits.lock_wait_ms}ms "
         f"-c statement_timeout={limits.statement_timeout_ms}ms "
         "-c idle_in_transaction_session_timeout=60000ms "
-        # Timestamps come back in UTC whatever the server's zone, as the
-        # contract shows them and as the workers render them in memory.
+        # Timestamps come back in UTC whatever the server's or database's
+        # zone, as the contract shows them and as the workers' clock gives them.
         "-c timezone=UTC"
     )
     return create_engine(
