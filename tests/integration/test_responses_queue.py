@@ -1,0 +1,66 @@
+"""`billing.responses` is a version 2 classic queue; one an older release declared still works."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import amqp.exceptions
+import pytest
+from kombu import Connection, pools
+
+from billing.adapters.events import EventPublisher, Topology
+from billing.config import Settings
+from billing.ports import Event
+from tests.support import stack
+
+
+@pytest.fixture
+def settings() -> Iterator[Settings]:
+    settings = stack.make_settings()
+    yield settings
+    stack.delete_amqp_entities(settings)
+
+
+def declared_without_arguments(connection: Connection, queue: str) -> bool:
+    """Whether the broker takes a declaration of `queue` with no arguments (406 otherwise)."""
+    channel = connection.channel()
+    try:
+        channel.queue_declare(queue, durable=True, auto_delete=False)
+        return True
+    except amqp.exceptions.PreconditionFailed:
+        return False
+    finally:
+        if channel.is_open:
+            channel.close()
+
+
+def publish_and_count(settings: Settings, topology: Topology) -> int:
+    publisher = EventPublisher(
+        settings.broker_url, pools.producers[Connection(settings.broker_url)], topology
+    )
+    try:
+        publisher.publish([Event("e1", "operation.credit.succeeded", '{"operation_id":"e1"}')])
+    finally:
+        publisher.close_connection()
+    with Connection(settings.broker_url) as connection:
+        return int(connection.channel().queue_declare(topology.responses.name, passive=True)[1])
+
+
+def test_a_new_deployment_declares_the_responses_queue_as_version_2(settings: Settings) -> None:
+    topology = Topology(settings)
+    with Connection(settings.broker_url) as connection:
+        topology.declare(connection)
+        assert not declared_without_arguments(connection, topology.responses.name)
+    assert publish_and_count(settings, topology) == 1
+
+
+def test_a_responses_queue_an_older_release_declared_is_kept_and_still_gets_events(
+    settings: Settings,
+) -> None:
+    topology = Topology(settings)
+    with Connection(settings.broker_url) as connection:
+        # As older releases declared it: no arguments (and not bound yet).
+        connection.channel().queue_declare(topology.responses.name, durable=True, auto_delete=False)
+        topology.declare(connection)
+        assert declared_without_arguments(connection, topology.responses.name)
+    assert publish_and_count(settings, topology) == 1
