@@ -7,13 +7,19 @@ held throughout, and every other ledger transaction of a busy ledger waits
 for them, so the writes go in one statement of data-modifying CTEs: they
 touch different tables and see the same snapshot, which is all they need.
 
-An operation is completed only while still pending, checked as
-`completed_at IS NULL` (the same thing, by the table's check constraint)
-rather than `status = 'pending'`: that condition matches the partial index
-of pending operations, and PostgreSQL, expecting few of them, read every
-pending operation through it and hashed them, to update 500 (27 of the
-56 ms the statement took, with 18,500 pending). Compared on the completion
-time, the 500 rows are looked up by primary key.
+The completed operations are matched by primary key alone. They are
+pending: the ledger transaction locked their rows (`FOR UPDATE`) and read
+them pending before deciding them, so nothing else completes them
+meanwhile. A pending condition beside the key only misled the planner: as
+`status = 'pending'` it matched the partial index of pending operations,
+and PostgreSQL, expecting few, read every pending operation through it and
+hashed them (27 of the statement's 56 ms, with 18,500 pending); as
+`completed_at IS NULL`, statistics taken while nothing was pending (the
+benchmark's VACUUM ANALYZE between scenarios, or autovacuum's on a quiet
+ledger) promised one row, and PostgreSQL scanned the whole table for the
+pending operations and compared each with every one of the 500 (a nested
+loop: 1.8 to 3.3 s a statement with 19,000 pending, while every other
+ledger transaction waited on the account locks).
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ _WRITE_BATCH = text(
     "CAST(:codes AS varchar[]), CAST(:messages AS text[]), CAST(:balances AS jsonb[]), "
     "CAST(:completed_ats AS timestamptz[]), CAST(:seqs AS bigint[])) "
     "AS d(operation_id, status, code, message, balances, at, seq) "
-    "WHERE operations.operation_id = d.operation_id AND operations.completed_at IS NULL "
+    "WHERE operations.operation_id = d.operation_id "
     "RETURNING 1), "
     "added AS ("
     "INSERT INTO outbox (message_id, routing_key, body) "
@@ -92,7 +98,7 @@ def write_batch(
             ),
         },
     ).one()
-    assert result.completed == len(completed), "an operation completed twice"
+    assert result.completed == len(completed), "an operation to complete has no row"
     # One row of arrays, not a row per account: psycopg2 reads arrays in C.
     balances = zip(result.posted or [], result.held or [], strict=True)
     return dict(zip(result.account_ids or [], balances, strict=True))
