@@ -53,6 +53,7 @@ def summarize(record: Record, setting: dict[str, Any], audit: dict[str, Any]) ->
             "wall_s": round(wall_s, 2),
             "share_of_wall": round(cpu_s / wall_s, 3) if wall_s > 0 else None,
         },
+        "machine_cpu": _machine_cpu(record.machine_cpu_s, len(completed), wall_s),
         "audit": audit,
         "errors": record.errors,
     }
@@ -61,6 +62,40 @@ def summarize(record: Record, setting: dict[str, Any], audit: dict[str, Any]) ->
         bool(audit["passed"]) and not pending and not record.errors and bool(tally.accepted_at)
     )
     return summary
+
+
+def _machine_cpu(
+    spent_s: dict[str, float] | None, completed: int, wall_s: float
+) -> dict[str, Any] | None:
+    """This machine's CPU over the run: cores busy, and ms per completed operation by component."""
+    if spent_s is None or wall_s <= 0:
+        return None
+    per_operation = {
+        name: round(1000 * seconds / completed, 3) if completed else None
+        for name, seconds in spent_s.items()
+        if name != "machine_total"
+    }
+    return {
+        "cores_busy": round(spent_s["machine"] / wall_s, 2),
+        "cores": round(spent_s["machine_total"] / wall_s, 2),
+        "ms_per_completed": per_operation,
+    }
+
+
+def _describe_machine(machine_cpu: dict[str, Any] | None) -> str:
+    if machine_cpu is None:
+        return "n/a (no /proc)"
+    per_operation = machine_cpu["ms_per_completed"]
+    if per_operation["machine"] is None:
+        return f"{machine_cpu['cores_busy']:.2f} of {machine_cpu['cores']:.0f} cores busy"
+    parts = ", ".join(
+        f"{name} {ms:.3f}" for name, ms in per_operation.items() if name != "machine" and ms
+    )
+    return (
+        f"{machine_cpu['cores_busy']:.2f} of {machine_cpu['cores']:.0f} cores busy, "
+        f"{per_operation['machine']:.3f} ms per completed operation; by process, ms: {parts} "
+        "(every process on this machine, sampled apart from the machine's total)"
+    )
 
 
 def _rate(count: int, window_s: float) -> float:
@@ -97,6 +132,7 @@ def render(summary: dict[str, Any]) -> str:
         + (f"  (e.g. {', '.join(summary['pending_sample'])})" if summary["pending"] else ""),
         f"bench CPU    {cpu_s:.2f} s (user {cpu['user_s']:.2f} + system {cpu['system_s']:.2f}) "
         f"over {cpu['wall_s']:.1f} s wall: {share} of one core",
+        f"machine CPU  {_describe_machine(summary['machine_cpu'])}",
         f"audit        {_audit(summary['audit'])}",
     ]
     lines.extend(f"error        {error}" for error in summary["errors"])

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from billing.bench import machine
 from billing.bench.broker import EventStream, IntakePublisher, Outcome
 from billing.bench.client import (
     BATCH_PATH,
@@ -65,6 +66,8 @@ class Record:
     drain_ended_at: float = 0.0
     cpu_user_s: float = 0.0
     cpu_system_s: float = 0.0
+    # CPU seconds by component of every process on this machine (None without /proc).
+    machine_cpu_s: dict[str, float] | None = None
     errors: list[str] = field(default_factory=list)
 
 
@@ -165,6 +168,7 @@ async def measure(
         lambda: len(record.tally.accepted_at) - (len(stream.outcomes) - baseline),
     )
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
+    machine_before = machine.snapshot()
     record.load_started_at = time.monotonic()
     shown = Progress(record, baseline)
     reporter = asyncio.create_task(shown.run())
@@ -173,6 +177,7 @@ async def measure(
     await drain(record, baseline, plan.drain_timeout_s)
     record.drain_ended_at = time.monotonic()
     usage_after = resource.getrusage(resource.RUSAGE_SELF)
+    record.machine_cpu_s = machine.usage(machine_before, machine.snapshot())
     reporter.cancel()
     shown.show()
     record.cpu_user_s = usage_after.ru_utime - usage_before.ru_utime

@@ -234,9 +234,9 @@ def render_table(report: dict[str, Any]) -> str:
         f"machine: {host['cpus']} CPUs ({host['cpu_model']}), {host['memory_gib']} GiB, "
         f"{host['system']}, Python {host['python']}; {report['duration_s']:g} s of load per run",
         "",
-        "| scenario | accepted/s | completed/s | p50 ms | p95 ms | p99 ms | failures "
-        "| pending | audit | goal | met |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| scenario | accepted/s | completed/s | p50 ms | p95 ms | p99 ms | CPU ms/op "
+        "| failures | pending | audit | goal | met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in report["runs"]:
         latency = run["latency_ms"]
@@ -244,11 +244,17 @@ def render_table(report: dict[str, Any]) -> str:
         lines.append(
             f"| {run['scenario']} | {run['accepted_per_s']:,.0f} | {run['completed_per_s']:,.0f} "
             f"| {_ms(latency['p50'])} | {_ms(latency['p95'])} | {_ms(latency['p99'])} "
-            f"| {failures} | {run['pending']} "
+            f"| {_machine_ms(run.get('machine_cpu'))} | {failures} | {run['pending']} "
             f"| {'passed' if run['audit']['passed'] else 'FAILED'} "
             f"| {run['target']} | {'yes' if run['target_met'] else 'no'} |"
         )
     return "\n".join(lines)
+
+
+def _machine_ms(machine_cpu: dict[str, Any] | None) -> str:
+    """The whole machine's busy CPU per completed operation (every process on it)."""
+    per_operation = machine_cpu["ms_per_completed"]["machine"] if machine_cpu else None
+    return "n/a" if per_operation is None else f"{per_operation:.3f}"
 
 
 def _ms(value: float | None) -> str:

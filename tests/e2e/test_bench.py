@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+from billing.bench.suite import render_table
 from billing.config import Settings
 from tests.conftest import Workers
 from tests.support import stack
@@ -68,6 +69,11 @@ def test_bench_sees_every_operation_complete_and_the_audit_pass(
     assert 0 <= latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
     assert report["accepted_per_s"] > 0 and report["completed_per_s"] > 0
     assert report["cpu"]["user_s"] + report["cpu"]["system_s"] > 0
+    # The service runs on this machine: its API and workers show in the CPU by component.
+    machine_cpu = report["machine_cpu"]
+    assert 0 < machine_cpu["cores_busy"] <= machine_cpu["cores"]
+    by_component = machine_cpu["ms_per_completed"]
+    assert by_component["api"] > 0 and by_component["worker"] > 0 and by_component["bench"] > 0
     assert "completed/s" in finished.stderr  # the progress lines
 
 
@@ -99,6 +105,13 @@ def test_bench_suite_runs_scenarios_and_judges_each_against_its_goal(
         assert run["completed"] == run["accepted"] > 0
     assert latency["target_met"] is (latency["latency_ms"]["p99"] < 250)
     assert batch["target_met"] is (batch["completed_per_s"] >= 5_000)
+    # The table a person reads: the whole machine's CPU per operation in each row.
+    rows = render_table(report).splitlines()
+    assert "| CPU ms/op |" in rows[2]
+    for row, run in zip(rows[4:], (latency, batch), strict=True):
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[0] == run["scenario"]
+        assert float(cells[6]) == round(run["machine_cpu"]["ms_per_completed"]["machine"], 3) > 0
     # Between the runs, not before the first: the ledger is vacuumed.
     stderr = finished.stderr
     assert stderr.index("== latency") < stderr.index("vacuuming") < stderr.index("== batch")
