@@ -106,9 +106,7 @@ class Topology:
                 pass  # the broker closed that channel
         with contextlib.closing(connection.channel()) as channel:
             channel.queue_declare(self.responses.name, passive=True)
-            channel.exchange_declare(
-                self.events.name, self.events.type, durable=True, auto_delete=False
-            )
+            self.events.bind(channel).declare()
             channel.queue_bind(self.responses.name, self.events.name, "#")
         log.info(
             "%s is a version 1 classic queue, declared by an older release; it works as "

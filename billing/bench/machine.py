@@ -70,7 +70,7 @@ def snapshot() -> Snapshot | None:
             # The command name in parentheses may hold spaces: the fields follow the last ")".
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError, UnicodeDecodeError):
-            continue  # gone meanwhile, or a kernel thread's empty command line
+            continue  # the process ended meanwhile
         pid = int(entry.name)
         cpu_s = (int(fields[11]) + int(fields[12])) / ticks_per_s  # utime + stime
         by_process[pid] = (component_of(command_line, pid, bench_pid), cpu_s)
