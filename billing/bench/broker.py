@@ -15,10 +15,12 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import amqp
+import amqp.exceptions
 from kombu import Connection, Producer, Queue
 
 from billing.adapters.amqp_reads import blocking_reader
 from billing.adapters.events import Topology
+from billing.bench.workload import EVENT_SOURCES
 from billing.config import Settings
 
 broker_wait_s = 10
@@ -34,18 +36,31 @@ class Outcome(NamedTuple):
 
 
 class EventStream:
-    """Outcomes of the run's operations, read by a thread from the run's own queue.
+    """Outcomes of the run's operations, read by a thread from a queue.
 
-    The queue is exclusive and auto-deleted, bound to the events exchange with
-    `operation.#`: it sees every operation event while the bench runs, leaves
-    nothing behind, and takes nothing from `billing.responses`. Events are
+    From its own queue (`own`): exclusive and auto-deleted, bound to the
+    events exchange with `operation.#`, it sees every operation event while
+    the bench runs, leaves nothing behind, and takes nothing from
+    `billing.responses`. From `billing.responses` (`responses`): the bench is
+    the service's client, as a deployment has one, and the broker routes each
+    event to one queue instead of two; it consumes exclusively, so it refuses
+    to start while another client consumes there, and takes every event that
+    arrives, other operations' too (counted in `other_events`). Events are
     matched by `message_id` (the operation id); a repeated delivery is ignored.
     """
 
     def __init__(
-        self, settings: Settings, run_id: str, on_hold_succeeded: Callable[[str], None]
+        self,
+        settings: Settings,
+        run_id: str,
+        on_hold_succeeded: Callable[[str], None],
+        source: str = "own",
     ) -> None:
+        assert source in EVENT_SOURCES, source
         self._settings = settings
+        self._source = source
+        # Events of operations not of this run (taken from billing.responses when read there).
+        self.other_events = 0
         self._id_prefix = f"{run_id}-"
         self._queue_name = settings.amqp_name(f"billing.bench.{run_id}")
         self._on_hold_succeeded = on_hold_succeeded
@@ -67,24 +82,27 @@ class EventStream:
         self._thread.join(broker_wait_s)
 
     def _run(self) -> None:
-        events = Topology(self._settings).events
-        own_queue = Queue(
-            self._queue_name,
-            exchange=events,
-            routing_key="operation.#",
-            durable=False,
-            exclusive=True,
-            auto_delete=True,
-        )
         try:
             with blocking_reader(
                 self._settings.broker_url, connect_timeout=broker_wait_s
             ) as connection:
                 channel = connection.channel()
-                own_queue.bind(channel).declare()
+                queue_name = self._declare(connection, channel)
                 # Raw deliveries, not kombu Messages: thousands arrive each
                 # second, and the bench shares the CPU with the service.
-                channel.basic_consume(own_queue.name, no_ack=True, callback=self._on_message)
+                try:
+                    channel.basic_consume(
+                        queue_name,
+                        no_ack=True,
+                        exclusive=self._source == "responses",
+                        callback=self._on_message,
+                    )
+                except amqp.exceptions.AccessRefused as error:
+                    raise RuntimeError(
+                        f"{queue_name} has another consumer, whose events the bench would "
+                        "take: stop it, or read events from the bench's own queue "
+                        f"(--events own): {error}"
+                    ) from error
                 self._ready.set()
                 while not self._stopping.is_set():
                     try:
@@ -96,14 +114,30 @@ class EventStream:
         finally:
             self._ready.set()
 
+    def _declare(self, connection: Connection, channel: amqp.Channel) -> str:
+        """Declare the queue to read from; its name."""
+        topology = Topology(self._settings)
+        if self._source == "responses":
+            topology.declare_responses(connection)
+            return str(topology.responses.name)
+        own_queue = Queue(
+            self._queue_name,
+            exchange=topology.events,
+            routing_key="operation.#",
+            durable=False,
+            exclusive=True,
+            auto_delete=True,
+        )
+        own_queue.bind(channel).declare()
+        return str(own_queue.name)
+
     def _on_message(self, message: amqp.Message) -> None:
         arrived_at = time.monotonic()
         operation_id = message.properties.get("message_id")
-        if (
-            not isinstance(operation_id, str)
-            or not operation_id.startswith(self._id_prefix)
-            or operation_id in self.outcomes
-        ):
+        if not isinstance(operation_id, str) or not operation_id.startswith(self._id_prefix):
+            self.other_events += 1
+            return
+        if operation_id in self.outcomes:
             return
         _, kind, status = message.delivery_info["routing_key"].split(".", 2)
         error_code = None

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from billing.bench.workload import MIX_DEFAULT, Workload, batch_size_max, parse_mix
+from billing.bench.workload import EVENT_SOURCES, MIX_DEFAULT, Workload, batch_size_max, parse_mix
 from billing.config import Settings
 
 duration_default_s = 30.0
@@ -90,6 +90,14 @@ def _mix(ctx: click.Context, param: click.Parameter, value: str) -> dict[str, in
     help="accepted operations without an outcome yet, at most (0: no limit); keeps a fast "
     "intake from running ahead of the workers, so the run measures a sustained rate",
 )
+@click.option(
+    "--events",
+    default="own",
+    show_default=True,
+    type=click.Choice(EVENT_SOURCES),
+    help="read outcomes from the bench's own queue, or from billing.responses as the "
+    "service's only client (takes every event there; refused while another client consumes)",
+)
 @click.option("--seed", type=int, help="seed of the operation draw (for a repeatable run)")
 @click.option("--json", "as_json", is_flag=True, help="print the figures as one JSON object")
 def bench(
@@ -106,13 +114,15 @@ def bench(
     amqp_share: float,
     drain_timeout: float,
     max_outstanding: int,
+    events: str,
     seed: int | None,
     as_json: bool,
 ) -> None:
     """Drive a running service end to end and measure it.
 
     Operations go in over HTTP (and optionally the AMQP intake); outcomes are
-    read from the events exchange through the bench's own queue. The bench
+    read from the events exchange, through the bench's own queue or from
+    billing.responses (--events). The bench
     creates and credits its own accounts (ids start with the run id), prints
     progress each second on stderr, then the figures and the ledger audit.
     Exits 1 when the audit fails or operations stayed pending.
@@ -133,6 +143,7 @@ def bench(
         "rate": rate,
         "amqp_share": amqp_share,
         "max_outstanding": max_outstanding,
+        "events": events,
     }
     summary = run_once(settings, token, setting, duration, count, drain_timeout, seed)
     from billing.bench.report import render
@@ -174,6 +185,7 @@ def run_once(
         setting["batch"],
         drain_timeout,
         setting["max_outstanding"],
+        setting.get("events", "own"),
     )
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     workload = Workload(

@@ -54,6 +54,7 @@ def summarize(record: Record, setting: dict[str, Any], audit: dict[str, Any]) ->
             "share_of_wall": round(cpu_s / wall_s, 3) if wall_s > 0 else None,
         },
         "machine_cpu": _machine_cpu(record.machine_cpu_s, len(completed), wall_s),
+        "other_events": record.other_events,
         "audit": audit,
         "errors": record.errors,
     }
@@ -133,6 +134,7 @@ def render(summary: dict[str, Any]) -> str:
         f"bench CPU    {cpu_s:.2f} s (user {cpu['user_s']:.2f} + system {cpu['system_s']:.2f}) "
         f"over {cpu['wall_s']:.1f} s wall: {share} of one core",
         f"machine CPU  {_describe_machine(summary['machine_cpu'])}",
+        f"events       {_describe_events(summary)}",
         f"audit        {_audit(summary['audit'])}",
     ]
     lines.extend(f"error        {error}" for error in summary["errors"])
@@ -149,6 +151,13 @@ def _describe(summary: dict[str, Any]) -> str:
         f"{mode} of {mix} over {summary['accounts']} accounts{hot}, "
         f"concurrency {summary['concurrency']}{rate}{amqp}"
     )
+
+
+def _describe_events(summary: dict[str, Any]) -> str:
+    others = summary["other_events"]
+    if summary.get("events") == "responses":
+        return f"read from billing.responses; {others} events of other operations taken from it"
+    return f"read from the bench's own queue; {others} events of other operations seen"
 
 
 def _counts(counts: dict[str, int]) -> str:

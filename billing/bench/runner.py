@@ -53,6 +53,8 @@ class Plan:
     drain_timeout_s: float
     # Accepted operations whose outcome has not arrived, at most (0: no limit).
     outstanding_max: int = 0
+    # Where events are read: the bench's own queue, or billing.responses (broker.EVENT_SOURCES).
+    events: str = "own"
 
 
 @dataclass
@@ -68,13 +70,18 @@ class Record:
     cpu_system_s: float = 0.0
     # CPU seconds by component of every process on this machine (None without /proc).
     machine_cpu_s: dict[str, float] | None = None
+    # Events of other operations the stream saw (took, when reading billing.responses).
+    other_events: int = 0
     errors: list[str] = field(default_factory=list)
 
 
 async def run(plan: Plan, workload: Workload, settings: Settings) -> Record:
     api = Api(plan.url, plan.token, plan.concurrency)
-    stream = EventStream(settings, workload.run_id, workload.holds_to_settle.append)
-    await asyncio.to_thread(stream.start)
+    stream = EventStream(settings, workload.run_id, workload.holds_to_settle.append, plan.events)
+    try:
+        await asyncio.to_thread(stream.start)
+    except RuntimeError as error:
+        raise SetupError(str(error)) from error
     publisher = IntakePublisher(settings) if workload.amqp_share else None
     try:
         if publisher is not None:
@@ -182,6 +189,7 @@ async def measure(
     shown.show()
     record.cpu_user_s = usage_after.ru_utime - usage_before.ru_utime
     record.cpu_system_s = usage_after.ru_stime - usage_before.ru_stime
+    record.other_events = stream.other_events
     for name, component in (("event stream", stream), ("intake", publisher)):
         if component is not None and component.error is not None:
             record.errors.append(f"{name}: {component.error!r}")

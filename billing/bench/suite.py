@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from billing.bench.command import api_token, run_once
-from billing.bench.workload import MIX_DEFAULT, parse_mix
+from billing.bench.workload import EVENT_SOURCES, MIX_DEFAULT, parse_mix
 from billing.config import Settings
 
 # The goals of the performance issue, on a 2-core machine running everything.
@@ -124,6 +124,14 @@ SCENARIOS = (
     type=click.Choice([s.name for s in SCENARIOS]),
     help="run only this scenario (repeatable) [default: all, in this order]",
 )
+@click.option(
+    "--events",
+    default="responses",
+    show_default=True,
+    type=click.Choice(EVENT_SOURCES),
+    help="read outcomes from billing.responses as the service's only client (takes every "
+    "event there; refused while another client consumes), or from the bench's own queue",
+)
 @click.option("--json", "as_json", is_flag=True, help="print every figure as one JSON object")
 def bench_suite(
     url: str,
@@ -131,14 +139,16 @@ def bench_suite(
     accounts: int,
     duration: float,
     only: tuple[str, ...],
+    events: str,
     as_json: bool,
 ) -> None:
     """Run the benchmark scenarios one after another and check each against its goal.
 
     Uniform transfers among --accounts accounts (concurrency 512), the same
     at half the goal rate for latency, every transfer touching one of 2 hot
-    accounts, and batches of 500 through POST /v1/operations/batch. Each run
-    shows its progress on stderr, drains, and is audited; the ledger's tables
+    accounts, and batches of 500 through POST /v1/operations/batch. Outcomes
+    are read from billing.responses, as the service's client would (--events).
+    Each run shows its progress on stderr, drains, and is audited; the ledger's tables
     are vacuumed between runs, as autovacuum would. Exits 1 when any
     run failed its audit or left operations pending; a missed goal shows in
     the table, not in the exit status.
@@ -161,6 +171,7 @@ def bench_suite(
             "rate": None,
             "amqp_share": 0.0,
             "max_outstanding": 0,
+            "events": events,
             **scenario.setting,
         }
         summary = run_once(settings, token, setting, duration, None, suite_drain_timeout_s, None)
@@ -168,7 +179,12 @@ def bench_suite(
         summary["target"] = scenario.target
         summary["target_met"] = scenario.met(summary, results)
         results[scenario.name] = summary
-    report = {"machine": machine(), "duration_s": duration, "runs": list(results.values())}
+    report = {
+        "machine": machine(),
+        "duration_s": duration,
+        "events": events,
+        "runs": list(results.values()),
+    }
     click.echo(json.dumps(report, default=str) if as_json else render_table(report))
     sys.exit(0 if all(r["ok"] for r in results.values()) else 1)
 
@@ -232,7 +248,8 @@ def render_table(report: dict[str, Any]) -> str:
     host = report["machine"]
     lines = [
         f"machine: {host['cpus']} CPUs ({host['cpu_model']}), {host['memory_gib']} GiB, "
-        f"{host['system']}, Python {host['python']}; {report['duration_s']:g} s of load per run",
+        f"{host['system']}, Python {host['python']}; {report['duration_s']:g} s of load per run; "
+        f"events read from {_EVENT_QUEUES[report.get('events', 'own')]}",
         "",
         "| scenario | accepted/s | completed/s | p50 ms | p95 ms | p99 ms | CPU ms/op "
         "| failures | pending | audit | goal | met |",
@@ -249,6 +266,9 @@ def render_table(report: dict[str, Any]) -> str:
             f"| {run['target']} | {'yes' if run['target_met'] else 'no'} |"
         )
     return "\n".join(lines)
+
+
+_EVENT_QUEUES = {"own": "the bench's own queue", "responses": "billing.responses"}
 
 
 def _machine_ms(machine_cpu: dict[str, Any] | None) -> str:

@@ -22,6 +22,9 @@ amount_max = 100
 opening_credit = 10**12
 # The batch endpoint takes at most this many operations per request.
 batch_size_max = 1_000
+# Where a run reads the outcomes: a queue of the bench's own, bound to the
+# events exchange, or the service's billing.responses (as its only client).
+EVENT_SOURCES = ("own", "responses")
 
 HTTP_PATHS = {
     "transfer": "/v1/transfers",

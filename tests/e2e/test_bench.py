@@ -6,6 +6,9 @@ import json
 import subprocess
 import sys
 
+from kombu import Connection, Producer
+
+from billing.adapters.events import Topology
 from billing.bench.suite import render_table
 from billing.config import Settings
 from tests.conftest import Workers
@@ -58,6 +61,7 @@ def test_bench_sees_every_operation_complete_and_the_audit_pass(
     report = json.loads(finished.stdout)
 
     assert report["sent"] == report["accepted"] == report["completed"] == OPERATIONS
+    assert report["events"] == "own"
     assert report["succeeded"] == OPERATIONS, report["failures"]
     assert report["pending"] == 0
     assert report["rejected"] == {} and report["http_errors"] == {}
@@ -97,10 +101,13 @@ def test_bench_suite_runs_scenarios_and_judges_each_against_its_goal(
     report = json.loads(finished.stdout)
 
     assert report["machine"]["cpus"] >= 1 and report["duration_s"] == 1
+    # As a client of the service would, unless told otherwise.
+    assert report["events"] == "responses"
     latency, batch = report["runs"]
     assert latency["scenario"] == "latency" and latency["rate"] == 500
     assert batch["scenario"] == "batch" and batch["batch"] == 500
     for run in (latency, batch):
+        assert run["events"] == "responses"
         assert run["ok"] is True and run["pending"] == 0 and run["audit"]["passed"] is True
         assert run["completed"] == run["accepted"] > 0
     assert latency["target_met"] is (latency["latency_ms"]["p99"] < 250)
@@ -140,3 +147,50 @@ def test_bench_with_an_outstanding_cap_still_sees_every_batch_operation_complete
     assert report["max_outstanding"] == 100
     assert report["accepted"] == report["completed"] == 400 and report["pending"] == 0
     assert report["http_requests"] == 8
+
+
+def test_bench_reading_billing_responses_takes_every_event_there_and_counts_the_others(
+    settings: Settings, api_url: str, client: stack.Client, workers: Workers
+) -> None:
+    topology = Topology(settings)
+    with Connection(settings.broker_url) as connection:
+        topology.declare_responses(connection)
+        Producer(connection.default_channel).publish(
+            {"operation_id": "not-of-the-bench"},
+            exchange=topology.events,
+            routing_key="operation.credit.succeeded",
+            message_id="not-of-the-bench",
+            delivery_mode=2,
+        )
+
+    finished = billing(
+        settings, api_url, "bench", "--count", "120", "--accounts", "20", "--events", "responses"
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    report = json.loads(finished.stdout)
+    assert report["events"] == "responses"
+    assert report["accepted"] == report["completed"] == 120 and report["pending"] == 0
+    # The event already waiting there was taken, and counted, not matched.
+    assert report["other_events"] >= 1
+    with Connection(settings.broker_url) as connection:
+        waiting = connection.default_channel.queue_declare(topology.responses.name, passive=True)
+    assert waiting.message_count == 0
+
+
+def test_bench_refuses_to_read_billing_responses_while_another_client_consumes_there(
+    settings: Settings, api_url: str, client: stack.Client, workers: Workers
+) -> None:
+    topology = Topology(settings)
+    with Connection(settings.broker_url) as connection:
+        topology.declare_responses(connection)
+        channel = connection.channel()
+        channel.basic_consume(topology.responses.name, callback=lambda message: None)
+
+        finished = billing(
+            settings, api_url, "bench", "--count", "10", "--accounts", "5", "--events", "responses"
+        )
+
+    assert finished.returncode == 1
+    assert "billing.responses has another consumer" in finished.stderr, finished.stderr
+    assert "--events own" in finished.stderr
+    assert finished.stdout == ""
