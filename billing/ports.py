@@ -46,13 +46,13 @@ class OperationRecord:
 
 @dataclass(frozen=True)
 class Event:
-    """An event to record or publish; read back from the outbox, its body is the stored JSON text.
+    """An event to record or publish; read back from the outbox, its body is JSON text.
 
-    Publishing the stored text as it is spares decoding and encoding every
+    Publishing the text as it is read spares decoding and encoding every
     body again, and makes every copy of an event the same bytes. An
     operation's outcome event is recorded without a body (None): its
-    operation's row holds all of it, so it is rendered from that row, read
-    back with it as `operation`, when it is published.
+    operation's row holds all of it, and the outbox read renders it from
+    that row (`adapters.outbox_reads`).
     """
 
     message_id: str
@@ -60,7 +60,6 @@ class Event:
     body: dict[str, Any] | str | None
     # The outbox row's id, once it has one.
     event_id: int | None = None
-    operation: OperationRecord | None = None
 
 
 class UnitOfWork(Protocol):
@@ -124,7 +123,7 @@ class UnitOfWork(Protocol):
     ) -> tuple[dict[str, OperationRecord], set[str]]: ...
 
     def unpublished_events(self, message_ids: list[str]) -> list[Event]:
-        """The named events not yet published (no lock taken)."""
+        """The named events not yet published, with their bodies (no lock taken)."""
 
     def claim_unpublished_events(self, *, older_than_s: float, limit: int) -> list[Event]:
         """Lock the oldest events unpublished for a while (skipping ones another holds)."""

@@ -269,8 +269,8 @@ def outcome_event(record: OperationRecord) -> Event:
 
     Rendering and encoding 500 bodies, and sending them to the database,
     took a fifth of the time a ledger transaction held its account locks;
-    the body is rendered from the row when the event is published instead,
-    the same text as it would have been (`publishable`).
+    the body is rendered from the row when the event is read to be
+    published instead: the fields and values of `render_operation`.
     """
     operation = record.operation
     return Event(
@@ -278,15 +278,6 @@ def outcome_event(record: OperationRecord) -> Event:
         routing_key=f"operation.{operation.type.value}.{operation.status.value}",
         body=None,
     )
-
-
-def publishable(event: Event) -> Event:
-    """The event with its body: an outcome event's is rendered from its operation as read back."""
-    if event.body is not None:
-        return event
-    assert event.operation is not None, f"event {event.message_id}: no body and no operation"
-    body = {**render_operation(event.operation), "schema_version": 1}
-    return Event(event.message_id, event.routing_key, body, event.event_id)
 
 
 class Acceptance(StrEnum):
@@ -365,7 +356,7 @@ def publish_events(message_ids: list[str], uow: UnitOfWork, publisher: EventPubl
     before the mark publishes it again later, for the same reason.
     """
     with uow:
-        events = [publishable(e) for e in uow.unpublished_events(message_ids)]
+        events = uow.unpublished_events(message_ids)
         uow.commit()
         if not events:
             return 0
@@ -388,8 +379,7 @@ def relay_events(
     the same backlog twice.
     """
     with uow:
-        claimed = uow.claim_unpublished_events(older_than_s=older_than_s, limit=limit)
-        events = [publishable(e) for e in claimed]
+        events = uow.claim_unpublished_events(older_than_s=older_than_s, limit=limit)
         if not events:
             return 0
         publisher.publish(events)

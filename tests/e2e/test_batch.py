@@ -107,3 +107,35 @@ def test_a_thousand_operations_in_one_batch_are_all_applied(client: Client, new_
         assert client.wait(operation["operation_id"])["status"] == "succeeded"
     total = sum(client.account(a)["posted"] for a in accounts)
     assert total == sum(range(1, 1001))
+
+
+def test_an_id_given_twice_in_one_batch_is_recorded_once_as_first_given(
+    client: Client, new_id: Any
+) -> None:
+    alice = new_id("alice")
+    client.create_account(alice)
+    same, other = new_id("same"), new_id("other")
+    response = client.post(
+        "/v1/operations/batch",
+        {
+            "operations": [
+                {"type": "credit", "operation_id": same, "account_id": alice, "amount": 3},
+                {"type": "credit", "operation_id": same, "account_id": alice, "amount": 3},
+                {"type": "credit", "operation_id": other, "account_id": alice, "amount": 4},
+                {"type": "credit", "operation_id": other, "account_id": alice, "amount": 40},
+            ]
+        },
+    )
+    assert response.status_code == 202, response.text
+    items = response.json()["items"]
+    assert [i["result"] for i in items] == [
+        "accepted",
+        "repeated",
+        "accepted",
+        "idempotency_conflict",
+    ]
+    assert items[2]["operation"]["request"]["amount"] == 4
+    assert items[2]["operation"]["status"] == "pending"
+    assert client.wait(same)["status"] == client.wait(other)["status"] == "succeeded"
+    assert client.wait(other)["request"]["amount"] == 4
+    assert client.account(alice)["posted"] == 7

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -51,12 +52,70 @@ def test_outcome_events_are_stored_without_a_body_and_published_as_the_api_shows
         ("d1", "operation.debit.failed"),
     ]
     for event in publisher.events:
-        record = views.get_operation(engine, event.message_id)
-        assert record is not None
-        expected = {**service.render_operation(record), "schema_version": 1}
-        assert jsoncodec.text_of(event.body) == jsoncodec.dumps(expected)
+        assert published_as_the_api_shows_it(engine, event)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM outbox_pending")).scalar_one() == 0
+
+
+def published_as_the_api_shows_it(engine: Any, event: Event) -> bool:
+    """The event's body is its operation as the API renders it, top-level keys sorted."""
+    record = views.get_operation(engine, event.message_id)
+    assert record is not None
+    body = json.loads(jsoncodec.text_of(event.body))
+    assert list(body) == sorted(body)
+    return bool(body == {**service.render_operation(record), "schema_version": 1})
+
+
+def test_an_outcome_body_is_rendered_with_what_json_escapes_and_big_numbers_intact(
+    workerless_engine: Any,
+) -> None:
+    engine = workerless_engine
+    awkward = 'a "quoted" \\ back\\slash, a tab\t, a new\nline, \u00e9t\u00e9 and \U0001f4b8'
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO operations (operation_id, type, request, status, error_code, "
+                "error_message, balances, accepted_at, completed_at, ledger_seq) VALUES "
+                "('x1', 'transfer', CAST(:request AS jsonb), 'failed', 'insufficient_funds', "
+                ":message, NULL, '2026-01-02 03:04:05.000007+00', "
+                "'2026-01-02 03:04:05.5+02', 7)"
+            ),
+            {
+                "request": json.dumps({"memo": awkward, "amount": 2**62, "nested": {"b": [1]}}),
+                "message": awkward,
+            },
+        )
+        connection.execute(
+            text(
+                "INSERT INTO operations (operation_id, type, request, status, balances, "
+                "completed_at, ledger_seq) VALUES ('x2', 'credit', '{}', 'succeeded', "
+                "CAST(:balances AS jsonb), now(), 8)"
+            ),
+            {"balances": json.dumps({"alice": {"posted": 2**63 - 1, "held": 0}})},
+        )
+        for message_id, key in (
+            ("x1", "operation.transfer.failed"),
+            ("x2", "operation.credit.succeeded"),
+        ):
+            connection.execute(
+                text(
+                    "WITH e AS (INSERT INTO outbox (message_id, routing_key) VALUES (:id, :key) "
+                    "RETURNING event_id) INSERT INTO outbox_pending SELECT event_id FROM e"
+                ),
+                {"id": message_id, "key": key},
+            )
+
+    with SqlUnitOfWork(engine) as uow:
+        events = uow.unpublished_events(["x1", "x2"])
+    assert [e.message_id for e in events] == ["x1", "x2"]
+    for event in events:
+        assert published_as_the_api_shows_it(engine, event)
+    failed = json.loads(jsoncodec.text_of(events[0].body))
+    assert failed["error"] == {"code": "insufficient_funds", "message": awkward}
+    assert failed["request"]["memo"] == awkward and failed["request"]["amount"] == 2**62
+    assert failed["accepted_at"] == "2026-01-02T03:04:05.000007+00:00"
+    assert failed["completed_at"] == "2026-01-02T01:04:05.500000+00:00"
+    assert "balances" not in failed
 
 
 def outbox_rows_read(plan: dict[str, Any]) -> int:
