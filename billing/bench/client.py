@@ -1,19 +1,21 @@
 """The bench's HTTP side: a pool of keep-alive connections, and the tally of what was sent.
 
 The bench's own HTTP client (`billing.bench.http`) on one asyncio loop, JSON
-from the standard library, and the body of a 202 left unparsed: the load
+through orjson, and the body of a single 202 left unparsed: the load
 generator shares the machine with the service, so every request should cost
-it as little as possible.
+it as little as possible (in batch runs the standard library's decoder
+took 8% of the bench's CPU, reading the answers).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from billing.bench.http import HttpError, HttpPool
 from billing.bench.workload import Submission
@@ -65,7 +67,7 @@ class Api:
 
     async def post(self, path: str, body: Any) -> tuple[str, bytes]:
         """The answer's status ("202", ..., or "transport") and body, after safe retries."""
-        payload = json.dumps(body, separators=(",", ":")).encode()
+        payload = orjson.dumps(body)
         status, answer = TRANSPORT_ERROR, b""
         for attempt in range(submit_attempts_max):
             if attempt:
@@ -99,7 +101,7 @@ async def submit_batch(api: Api, tally: Tally, submissions: list[Submission]) ->
         tally.http_errors[status] += 1
         tally.rejected[error_code(answer, status)] += len(submissions)
         return
-    for item in json.loads(answer)["items"]:
+    for item in orjson.loads(answer)["items"]:
         if item["result"] in ACCEPTED_RESULTS:
             tally.accept(item["operation_id"], answered_at)
         else:
@@ -109,7 +111,7 @@ async def submit_batch(api: Api, tally: Tally, submissions: list[Submission]) ->
 def error_code(answer: bytes, status: str) -> str:
     """The `error.code` of an error body, or the HTTP status when there is none."""
     try:
-        return str(json.loads(answer)["error"]["code"])
+        return str(orjson.loads(answer)["error"]["code"])
     except (ValueError, KeyError, TypeError):
         return f"http_{status}"
 
