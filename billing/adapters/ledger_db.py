@@ -63,9 +63,9 @@ _TAKE_PENDING_OPERATIONS = text(
 # PostgreSQL chose to read the whole accounts table instead, and to hash it
 # for the balances' update: 30 to 60 ms a statement where looking up its 500
 # accounts took 2 (auto_explain in the benchmark), while every other ledger
-# transaction waited for the locks. So
-# the rest of the transaction plans without whole-table reads or hash and
-# merge joins wherever a key lookup exists.
+# transaction waited for the locks. So the rest of the transaction plans
+# without whole-table reads or hash and merge joins wherever a key lookup
+# exists.
 PLAN_BY_KEY = (
     "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; "
     "SET LOCAL enable_mergejoin = off; "

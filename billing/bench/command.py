@@ -6,16 +6,32 @@ import asyncio
 import json
 import sys
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from billing.bench.workload import EVENT_SOURCES, MIX_DEFAULT, Workload, batch_size_max, parse_mix
 from billing.config import Settings
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 duration_default_s = 30.0
 concurrency_default = 32
 drain_timeout_default_s = 60.0
+
+
+def events_option(default: str) -> Callable[[F], F]:
+    """`--events`: where a run reads its outcomes (`bench` and `bench-suite` differ in default)."""
+    return click.option(
+        "--events",
+        default=default,
+        show_default=True,
+        type=click.Choice(EVENT_SOURCES),
+        help="read outcomes from the bench's own queue, or from billing.responses as the "
+        "service's only client (takes every event there; refused while another client "
+        "consumes there)",
+    )
 
 
 def _mix(ctx: click.Context, param: click.Parameter, value: str) -> dict[str, int]:
@@ -90,14 +106,7 @@ def _mix(ctx: click.Context, param: click.Parameter, value: str) -> dict[str, in
     help="accepted operations without an outcome yet, at most (0: no limit); keeps a fast "
     "intake from running ahead of the workers, so the run measures a sustained rate",
 )
-@click.option(
-    "--events",
-    default="own",
-    show_default=True,
-    type=click.Choice(EVENT_SOURCES),
-    help="read outcomes from the bench's own queue, or from billing.responses as the "
-    "service's only client (takes every event there; refused while another client consumes)",
-)
+@events_option(default="own")
 @click.option("--seed", type=int, help="seed of the operation draw (for a repeatable run)")
 @click.option("--json", "as_json", is_flag=True, help="print the figures as one JSON object")
 def bench(
@@ -185,7 +194,7 @@ def run_once(
         setting["batch"],
         drain_timeout,
         setting["max_outstanding"],
-        setting.get("events", "own"),
+        setting["events"],
     )
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     workload = Workload(

@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Any
 
 from billing.bench.runner import Record, pending_ids
+from billing.bench.workload import EVENT_QUEUES
 
 pending_sample_size = 5
 audit_rows_shown = 3
@@ -154,10 +155,11 @@ def _describe(summary: dict[str, Any]) -> str:
 
 
 def _describe_events(summary: dict[str, Any]) -> str:
-    others = summary["other_events"]
-    if summary.get("events") == "responses":
-        return f"read from billing.responses; {others} events of other operations taken from it"
-    return f"read from the bench's own queue; {others} events of other operations seen"
+    taken = "taken from it" if summary["events"] == "responses" else "seen"
+    return (
+        f"read from {EVENT_QUEUES[summary['events']]}; "
+        f"{summary['other_events']} events of other operations {taken}"
+    )
 
 
 def _counts(counts: dict[str, int]) -> str:

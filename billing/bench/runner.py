@@ -53,7 +53,7 @@ class Plan:
     drain_timeout_s: float
     # Accepted operations whose outcome has not arrived, at most (0: no limit).
     outstanding_max: int = 0
-    # Where events are read: the bench's own queue, or billing.responses (broker.EVENT_SOURCES).
+    # Where events are read: the bench's own queue, or billing.responses (workload.EVENT_SOURCES).
     events: str = "own"
 
 

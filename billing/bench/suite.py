@@ -20,8 +20,8 @@ from typing import Any
 
 import click
 
-from billing.bench.command import api_token, run_once
-from billing.bench.workload import EVENT_SOURCES, MIX_DEFAULT, parse_mix
+from billing.bench.command import api_token, events_option, run_once
+from billing.bench.workload import EVENT_QUEUES, MIX_DEFAULT, parse_mix
 from billing.config import Settings
 
 # The goals of the performance issue, on a 2-core machine running everything.
@@ -124,14 +124,7 @@ SCENARIOS = (
     type=click.Choice([s.name for s in SCENARIOS]),
     help="run only this scenario (repeatable) [default: all, in this order]",
 )
-@click.option(
-    "--events",
-    default="responses",
-    show_default=True,
-    type=click.Choice(EVENT_SOURCES),
-    help="read outcomes from billing.responses as the service's only client (takes every "
-    "event there; refused while another client consumes), or from the bench's own queue",
-)
+@events_option(default="responses")
 @click.option("--json", "as_json", is_flag=True, help="print every figure as one JSON object")
 def bench_suite(
     url: str,
@@ -249,7 +242,7 @@ def render_table(report: dict[str, Any]) -> str:
     lines = [
         f"machine: {host['cpus']} CPUs ({host['cpu_model']}), {host['memory_gib']} GiB, "
         f"{host['system']}, Python {host['python']}; {report['duration_s']:g} s of load per run; "
-        f"events read from {_EVENT_QUEUES[report.get('events', 'own')]}",
+        f"events read from {EVENT_QUEUES[report['events']]}",
         "",
         "| scenario | accepted/s | completed/s | p50 ms | p95 ms | p99 ms | CPU ms/op "
         "| failures | pending | audit | goal | met |",
@@ -266,9 +259,6 @@ def render_table(report: dict[str, Any]) -> str:
             f"| {run['target']} | {'yes' if run['target_met'] else 'no'} |"
         )
     return "\n".join(lines)
-
-
-_EVENT_QUEUES = {"own": "the bench's own queue", "responses": "billing.responses"}
 
 
 def _machine_ms(machine_cpu: dict[str, Any] | None) -> str:

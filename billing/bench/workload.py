@@ -24,7 +24,8 @@ opening_credit = 10**12
 batch_size_max = 1_000
 # Where a run reads the outcomes: a queue of the bench's own, bound to the
 # events exchange, or the service's billing.responses (as its only client).
-EVENT_SOURCES = ("own", "responses")
+EVENT_QUEUES = {"own": "the bench's own queue", "responses": "billing.responses"}
+EVENT_SOURCES = tuple(EVENT_QUEUES)
 
 HTTP_PATHS = {
     "transfer": "/v1/transfers",

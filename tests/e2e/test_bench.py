@@ -9,6 +9,7 @@ import sys
 from kombu import Connection, Producer
 
 from billing.adapters.events import Topology
+from billing.bench.report import render
 from billing.bench.suite import render_table
 from billing.config import Settings
 from tests.conftest import Workers
@@ -79,6 +80,12 @@ def test_bench_sees_every_operation_complete_and_the_audit_pass(
     by_component = machine_cpu["ms_per_completed"]
     assert by_component["api"] > 0 and by_component["worker"] > 0 and by_component["bench"] > 0
     assert "completed/s" in finished.stderr  # the progress lines
+    # What a person reads, from the same figures.
+    lines = render(report).splitlines()
+    assert (
+        "events       read from the bench's own queue; 0 events of other operations seen" in lines
+    )
+    assert any(line.startswith("machine CPU  ") and "cores busy" in line for line in lines)
 
 
 def test_bench_suite_runs_scenarios_and_judges_each_against_its_goal(
@@ -170,6 +177,10 @@ def test_bench_reading_billing_responses_takes_every_event_there_and_counts_the_
     report = json.loads(finished.stdout)
     assert report["events"] == "responses"
     assert report["accepted"] == report["completed"] == 120 and report["pending"] == 0
+    assert any(
+        line.startswith("events       read from billing.responses;")
+        for line in render(report).splitlines()
+    )
     # The event already waiting there was taken, and counted, not matched.
     assert report["other_events"] >= 1
     with Connection(settings.broker_url) as connection:
