@@ -12,6 +12,7 @@ from api.context import FastJSONProvider
 from api.errors import register_error_handlers
 from api.openapi import ContractPlugin, document_contract, document_pages, ecma_pattern
 from billing import logs
+from billing.adapters.database import cooperate_with_gevent
 from billing.adapters.schemas import ErrorSchema
 from billing.bootstrap import Services
 from billing.config import Settings
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             "so the API can authenticate its clients."
         )
     logs.configure("api", background=True)
+    cooperate_with_gevent()
     app = Flask("billing")
     app.json = FastJSONProvider(app)
     app.config.update(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from billing import limits
 from billing.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +41,7 @@ def migrate() -> None:
     click.echo("schema is up to date")
 
 
-def api_command(host: str, port: int, workers: int, threads: int) -> list[str]:
+def api_command(host: str, port: int, workers: int, connections: int) -> list[str]:
     return _python_module(
         "gunicorn",
         "api:create_app()",
@@ -48,10 +49,14 @@ def api_command(host: str, port: int, workers: int, threads: int) -> list[str]:
         f"{host}:{port}",
         "--workers",
         str(workers),
+        # gevent: a process serves its requests in greenlets of one thread.
+        # With a thread per request, the threads' switches and their contention
+        # for the GIL took a third of the API's CPU under load (see README,
+        # "Figures"); psycopg2 and the broker connection wait cooperatively.
         "--worker-class",
-        "gthread",
-        "--threads",
-        str(threads),
+        "gevent",
+        "--worker-connections",
+        str(connections),
         "--timeout",
         "60",
         "--graceful-timeout",
@@ -69,12 +74,18 @@ def api_command(host: str, port: int, workers: int, threads: int) -> list[str]:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=int, help="gunicorn processes")
-@click.option("--threads", default=16, show_default=True, type=int, help="threads per process")
-def api(host: str, port: int, workers: int, threads: int) -> None:
-    """Serve the HTTP API with gunicorn."""
+@click.option(
+    "--connections",
+    default=limits.api_connections_per_process,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="requests served at once per process (gevent greenlets)",
+)
+def api(host: str, port: int, workers: int, connections: int) -> None:
+    """Serve the HTTP API with gunicorn (gevent workers)."""
     _require_tokens()
     _use_metrics_dir(wipe=False)
-    os.execv(sys.executable, api_command(host, port, workers, threads))
+    os.execv(sys.executable, api_command(host, port, workers, connections))
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -196,7 +207,7 @@ def up(port: int, concurrency: int, flower_port: int) -> None:
     token = env["BILLING_API_TOKENS"].split(",")[0].strip()
     settings = Settings.from_env()
     commands = {
-        "api": api_command("127.0.0.1", port, 2, 16),
+        "api": api_command("127.0.0.1", port, 2, limits.api_connections_per_process),
         "worker": _python_module(
             "celery",
             "-A",

@@ -9,6 +9,10 @@ identifier_pattern = r"^[A-Za-z0-9._:-]{1,64}\Z"
 page_size_default = 100
 page_size_max = 500
 
+# Requests one API process serves at once (gevent greenlets); more wait in the
+# listen backlog.
+api_connections_per_process = 1000
+
 operation_wait_max_s = 30
 operation_wait_poll_min_ms = 10
 operation_wait_poll_max_ms = 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -46,6 +47,24 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
         json_serializer=jsoncodec.dumps,
         json_deserializer=jsoncodec.loads,
     )
+
+
+def cooperate_with_gevent() -> bool:
+    """Make psycopg2 wait for the server through gevent, when gevent has patched this process.
+
+    The API's gunicorn workers serve requests in greenlets of one thread
+    (`billing api`); a query that blocked the thread would stop every other
+    request of the process until the server answered. psycogreen's wait
+    callback yields to them instead. A process that gevent has not patched
+    (the workers, the tests' app) keeps psycopg2's ordinary blocking calls.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None or not monkey.is_module_patched("socket"):
+        return False
+    from psycogreen.gevent import patch_psycopg
+
+    patch_psycopg()
+    return True
 
 
 def translate_error(error: BaseException) -> Exception | None:
