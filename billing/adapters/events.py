@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import struct
 import threading
 import time
 from typing import Any
 
 import amqp
 import amqp.exceptions
-from amqp import spec
-from amqp.method_framing import frame_writer
 from kombu import Connection, Exchange, Queue
 from kombu.exceptions import OperationalError as BrokerOperationalError
 from kombu.pools import ProducerPool
@@ -183,23 +182,53 @@ class _Nacked(Exception):
     """The broker refused (nacked) a message of the burst."""
 
 
-# basic.publish's arguments: ticket, exchange, routing key, mandatory, immediate.
-_PUBLISH_ARGS = "Bssbb"
+def _shortstr(value: str) -> bytes:
+    data = value.encode()
+    if len(data) > 255:
+        raise ValueError(f"AMQP short string of {len(data)} bytes (at most 255): {value[:40]}...")
+    return bytes((len(data),)) + data
 
 
-class _Frames:
-    """Where a burst's frames gather, to leave in one write instead of one per event."""
+class PublishFrames:
+    """The frames of basic.publish for persistent JSON events, built directly.
 
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
+    What py-amqp's `Channel.basic_publish` would send for
+    `amqp.Message(body, content_type="application/json",
+    content_encoding="utf-8", delivery_mode=2, message_id=...)` (AMQP 0-9-1:
+    a method frame, a content header frame, the body in frames of at most
+    `frame_max`), byte for byte, without building a message object and
+    serializing its properties one by one: a burst is hundreds of events,
+    and py-amqp's framing took half the time of publishing them.
+    """
 
-    def write(self, data: bytes | memoryview) -> None:
-        # py-amqp hands over a view of a buffer it reuses for the next frame.
-        self.chunks.append(bytes(data))
+    _FRAME_END = b"\xce"
+    # basic.publish (class 60, method 40), ticket 0.
+    _PUBLISH = struct.pack(">HHH", 60, 40, 0)
+    # Content header of class 60, weight 0; the property flags (content-type,
+    # content-encoding, delivery-mode, message-id) come after the body size.
+    _FLAGS = 0x8000 | 0x4000 | 0x1000 | 0x0080
+    _PROPERTIES = _shortstr("application/json") + _shortstr("utf-8") + bytes((2,))
 
-    def take(self) -> bytes:
-        data, self.chunks = b"".join(self.chunks), []
-        return data
+    def __init__(self, channel_id: int, exchange: str, frame_max: int) -> None:
+        self._channel_id = channel_id
+        self._exchange = _shortstr(exchange)
+        self._body_max = frame_max - 8  # a frame's header (7 bytes) and its end (1)
+
+    def _frame(self, kind: int, payload: bytes) -> bytes:
+        return struct.pack(">BHI", kind, self._channel_id, len(payload)) + payload + self._FRAME_END
+
+    def of(self, event: Event) -> list[bytes]:
+        body = jsoncodec.text_of(event.body).encode()
+        method = self._PUBLISH + self._exchange + _shortstr(event.routing_key) + b"\x00"
+        header = (
+            struct.pack(">HHQH", 60, 0, len(body), self._FLAGS)
+            + self._PROPERTIES
+            + _shortstr(event.message_id)
+        )
+        frames = [self._frame(1, method), self._frame(2, header)]
+        for start in range(0, len(body), self._body_max):
+            frames.append(self._frame(3, body[start : start + self._body_max]))
+        return frames
 
 
 class _ConfirmedChannel:
@@ -212,65 +241,54 @@ class _ConfirmedChannel:
             broker_url, connect_timeout=limits.broker_connect_timeout_s
         )
         self._channel = self._connection.channel()
-        # py-amqp's own framing, writing into `_frames`: the connection is
-        # this object's alone, so nothing else writes while a burst gathers.
+        # The connection is this object's alone, so nothing else writes
+        # between a burst's frames.
         self._amqp = self._connection.connection
-        self._frames = _Frames()
-        self._gathering_writer = frame_writer(self._amqp, self._frames)
         self._channel.confirm_select()
         self._channel.events["basic_ack"].add(self._on_ack)
         self._channel.events["basic_nack"].add(self._on_nack)
         topology.events.bind(self._channel).declare()
         topology.declare_responses(self._connection)
-        self._exchange = topology.events.name
+        self._frames = PublishFrames(
+            self._channel.channel_id, topology.events.name, self._amqp.frame_max
+        )
         self._sent = 0  # delivery tags count up from 1 on a channel in confirm mode
-        self._unconfirmed: set[int] = set()
+        # Every tag up to `_confirmed_up_to` is confirmed, and those in
+        # `_confirmed_above` beyond it (a broker may confirm out of order).
+        self._confirmed_up_to = 0
+        self._confirmed_above: set[int] = set()
         self._nacked = False
 
     def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
         if multiple:
-            self._unconfirmed = {t for t in self._unconfirmed if t > delivery_tag}
+            self._confirmed_up_to = max(self._confirmed_up_to, delivery_tag)
         else:
-            self._unconfirmed.discard(delivery_tag)
+            self._confirmed_above.add(delivery_tag)
+        while self._confirmed_up_to + 1 in self._confirmed_above:
+            self._confirmed_up_to += 1
+        self._confirmed_above = {t for t in self._confirmed_above if t > self._confirmed_up_to}
+
+    def _unconfirmed(self) -> int:
+        return self._sent - self._confirmed_up_to - len(self._confirmed_above)
 
     def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
         self._nacked = True
         self._on_ack(delivery_tag, multiple)
 
     def publish(self, events: list[Event], timeout_s: float) -> None:
-        # Straight onto the channel: a burst is hundreds of messages, and
+        # Straight onto the connection: a burst is hundreds of messages, and
         # kombu's Producer would redo the same checks and headers for each.
-        # Their frames go out in one write; a failure before it sends nothing,
-        # and the caller drops this connection.
-        socket_writer, self._amqp.frame_writer = self._amqp.frame_writer, self._gathering_writer
-        try:
-            for event in events:
-                message = amqp.Message(
-                    jsoncodec.text_of(event.body).encode(),
-                    content_type="application/json",
-                    content_encoding="utf-8",
-                    delivery_mode=2,
-                    message_id=event.message_id,
-                )
-                # basic.publish as `Channel.basic_publish` sends it, without
-                # the socket poll and timeout it sets around every message.
-                self._channel.send_method(
-                    spec.Basic.Publish,
-                    _PUBLISH_ARGS,
-                    (0, self._exchange, event.routing_key, False, False),
-                    message,
-                )
-                self._sent += 1
-                self._unconfirmed.add(self._sent)
-        finally:
-            self._amqp.frame_writer = socket_writer
-            frames = self._frames.take()
-        self._amqp.transport.write(frames)
+        # Their frames go out in one write; a failure before it (a bad event)
+        # sends nothing, and the caller drops this connection.
+        frames = [frame for event in events for frame in self._frames.of(event)]
+        self._amqp.transport.write(b"".join(frames))
+        self._amqp.bytes_sent += len(frames)  # what py-amqp counts, for its heartbeats
+        self._sent += len(events)
         deadline = time.monotonic() + timeout_s
-        while self._unconfirmed:
+        while self._unconfirmed():
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0:
-                raise TimeoutError(f"{len(self._unconfirmed)} events not confirmed in time")
+                raise TimeoutError(f"{self._unconfirmed()} events not confirmed in time")
             self._connection.drain_events(timeout=remaining_s)
         if self._nacked:
             raise _Nacked("the broker refused some events")

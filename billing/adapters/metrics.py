@@ -10,7 +10,9 @@ worker's `--metrics-port` both serve the whole machine.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from prometheus_client import (
@@ -25,6 +27,31 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, text
+
+
+def observe_many(histogram: Histogram, amounts: Iterable[float]) -> None:
+    """`histogram.observe(amount)` for every amount, one write per bucket touched.
+
+    In multiprocess mode every write is a locked write to a memory-mapped
+    file, and a ledger task observes two amounts per operation: a thousand
+    writes for a batch of 500, a tenth of the worker's time. This adds them
+    up first. It uses the histogram's values (`_upper_bounds`, `_buckets`,
+    `_sum`), which prometheus-client's own `observe` updates the same way;
+    tests/unit/test_metrics_bulk.py holds the two to the same samples.
+    """
+    histogram._raise_if_not_observable()
+    bounds = histogram._upper_bounds
+    per_bucket: Tally[int] = Tally()
+    total = 0.0
+    for amount in amounts:
+        per_bucket[bisect_left(bounds, amount)] += 1  # the first bound >= amount, as `observe`
+        total += amount
+    if not per_bucket:
+        return
+    histogram._sum.inc(total)
+    for index, count in per_bucket.items():
+        histogram._buckets[index].inc(count)
+
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
