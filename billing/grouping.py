@@ -31,7 +31,8 @@ class Grouper(Generic[Item, Result]):
     the items came, for everyone; each thread gets back its own item's
     result, or the error `handle` raised. Under load this turns many small
     round trips (a commit, a confirmed publish) into one per group; alone, a
-    call waits `idle_s`.
+    call waits `idle_s`. In the API's gevent processes the threads are
+    greenlets (gevent patches `threading`), and the same holds.
     """
 
     def __init__(
