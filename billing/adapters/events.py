@@ -231,6 +231,34 @@ class PublishFrames:
         return frames
 
 
+class Confirms:
+    """Which delivery tags of a channel in confirm mode the broker has confirmed.
+
+    Every tag up to `up_to` is confirmed, and those in `above` beyond it: a
+    broker confirms in order with `multiple` as a rule, singly and out of
+    order at times. Counting this way costs nothing per tag, where a set of
+    every unconfirmed tag was rebuilt on every multiple ack.
+    """
+
+    def __init__(self) -> None:
+        self.up_to = 0
+        self.above: set[int] = set()
+
+    def ack(self, delivery_tag: int, multiple: bool) -> None:
+        if multiple:
+            self.up_to = max(self.up_to, delivery_tag)
+            self.above = {t for t in self.above if t > self.up_to}
+        elif delivery_tag > self.up_to:
+            self.above.add(delivery_tag)
+        while self.up_to + 1 in self.above:
+            self.up_to += 1
+            self.above.discard(self.up_to)
+
+    def unconfirmed(self, sent: int) -> int:
+        """How many of the first `sent` tags are not confirmed yet."""
+        return sent - self.up_to - len(self.above)
+
+
 class _ConfirmedChannel:
     """One connection and one channel in confirm mode, counting the broker's confirms."""
 
@@ -253,23 +281,14 @@ class _ConfirmedChannel:
             self._channel.channel_id, topology.events.name, self._amqp.frame_max
         )
         self._sent = 0  # delivery tags count up from 1 on a channel in confirm mode
-        # Every tag up to `_confirmed_up_to` is confirmed, and those in
-        # `_confirmed_above` beyond it (a broker may confirm out of order).
-        self._confirmed_up_to = 0
-        self._confirmed_above: set[int] = set()
+        self._confirms = Confirms()
         self._nacked = False
 
     def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
-        if multiple:
-            self._confirmed_up_to = max(self._confirmed_up_to, delivery_tag)
-        else:
-            self._confirmed_above.add(delivery_tag)
-        while self._confirmed_up_to + 1 in self._confirmed_above:
-            self._confirmed_up_to += 1
-        self._confirmed_above = {t for t in self._confirmed_above if t > self._confirmed_up_to}
+        self._confirms.ack(delivery_tag, multiple)
 
     def _unconfirmed(self) -> int:
-        return self._sent - self._confirmed_up_to - len(self._confirmed_above)
+        return self._confirms.unconfirmed(self._sent)
 
     def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
         self._nacked = True
@@ -278,8 +297,9 @@ class _ConfirmedChannel:
     def publish(self, events: list[Event], timeout_s: float) -> None:
         # Straight onto the connection: a burst is hundreds of messages, and
         # kombu's Producer would redo the same checks and headers for each.
-        # Their frames go out in one write; a failure before it (a bad event)
-        # sends nothing, and the caller drops this connection.
+        # Their frames go out in one write; an event that cannot be framed
+        # (a routing key or id over 255 bytes) fails the burst before it, and
+        # nothing is sent.
         frames = [frame for event in events for frame in self._frames.of(event)]
         self._amqp.transport.write(b"".join(frames))
         self._amqp.bytes_sent += len(frames)  # what py-amqp counts, for its heartbeats

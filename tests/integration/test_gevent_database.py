@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -76,3 +77,30 @@ def test_without_the_wait_callback_the_query_blocks_the_process() -> None:
 
 def test_a_process_gevent_has_not_patched_keeps_blocking_calls() -> None:
     assert cooperate_with_gevent() is False
+
+
+# The API's app factory in a process gevent has patched, as gunicorn's gevent
+# worker builds it: psycopg2 must wait through gevent from then on.
+APP_PROBE = """
+from gevent import monkey
+monkey.patch_all()
+import psycopg2.extensions
+from api import create_app
+from billing.config import Settings
+
+create_app(Settings.from_env())
+print(psycopg2.extensions.get_wait_callback() is not None)
+"""
+
+
+def test_the_api_built_in_a_gevent_process_waits_through_gevent() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", APP_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "BILLING_API_TOKENS": "probe-token"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "True"
