@@ -80,9 +80,13 @@ class UnitOfWork(Protocol):
         self, operation_id: str, *, for_update: bool = False
     ) -> OperationRecord | None: ...
 
-    def lock_and_get_accounts(self, account_ids: list[str]) -> dict[str, AccountState]:
+    def lock_and_get_accounts(
+        self, account_ids: list[str], *, ledger_seqs: int
+    ) -> tuple[dict[str, AccountState], list[int]]:
         """Take the advisory lock of every account, in a fixed order (raise LockBusy), then
-        read the accounts as the transactions waited for left them."""
+        read the accounts as the transactions waited for left them, and take `ledger_seqs`
+        ledger sequence numbers (ascending): the order in which the ledger applied its
+        operations, so they are taken only once the locks are held."""
 
     def get_operations(self, operation_ids: list[str]) -> dict[str, OperationRecord]: ...
 
@@ -96,9 +100,6 @@ class UnitOfWork(Protocol):
         never sent again, skipping the excluded."""
 
     def get_holds(self, hold_ids: list[str], for_update: bool = False) -> dict[str, HoldState]: ...
-
-    def next_ledger_seqs(self, count: int) -> list[int]:
-        """Ledger sequence numbers, ascending, taken while the locks are held."""
 
     def write_batch(
         self,

@@ -137,14 +137,14 @@ def _apply_pending(
 ) -> None:
     """Decide and write the locked pending operations; `records` gets their outcomes."""
     account_ids, holds_before = _locks_for(pending, uow)
-    accounts = uow.lock_and_get_accounts(sorted(account_ids))
+    accounts, seqs = uow.lock_and_get_accounts(sorted(account_ids), ledger_seqs=len(pending))
     holds = uow.get_holds(list(holds_before), for_update=True)
     if any(h not in holds_before or holds_before[h] is None for h in holds):
         raise _LocksChanged()
     applier = BatchApplier(
         accounts, {h: hold for h, hold in holds.items() if hold is not None}, clock()
     )
-    for record, seq in zip(pending, uow.next_ledger_seqs(len(pending)), strict=True):
+    for record, seq in zip(pending, seqs, strict=True):
         records[record.operation.operation_id] = applier.apply(record, seq)
     _write(applier, uow, [outcome_event(r) for r in applier.completed])
 
@@ -204,7 +204,7 @@ def expire_hold(hold_id: str, uow: UnitOfWork, clock: Clock = utc_now) -> str | 
         hold = uow.get_hold(hold_id)
         if hold is None or hold.status is not HoldStatus.active:
             return None
-        accounts = uow.lock_and_get_accounts(hold_account_ids(hold))
+        accounts, (seq,) = uow.lock_and_get_accounts(hold_account_ids(hold), ledger_seqs=1)
         hold = uow.get_hold(hold_id, for_update=True)
         now = clock()
         if hold is None or holds.expire(hold, now) is None:
@@ -215,7 +215,6 @@ def expire_hold(hold_id: str, uow: UnitOfWork, clock: Clock = utc_now) -> str | 
         record, created = uow.insert_operation(operation)
         assert created, f"hold {hold_id} was expired twice"
         applier = BatchApplier(accounts, {hold_id: hold}, now)
-        (seq,) = uow.next_ledger_seqs(1)
         applier.apply(record, seq)
         expired = applier.holds[hold_id]
         event_body = {**render_hold(expired), "schema_version": 1}

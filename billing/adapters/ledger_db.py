@@ -77,19 +77,20 @@ PLAN_BY_KEY = (
     "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; "
     "SET LOCAL enable_mergejoin = off; "
 )
-# The locks, then the read, in one round trip: statements of one message,
-# each with a snapshot of its own, so the read sees what the transactions it
-# waited for committed. Only what a decision needs is read: an account's
-# metadata and creation time never are, and decoding them is not free.
+# The locks, then the read and the ledger sequence numbers, in one round
+# trip: statements of one message, each with a snapshot of its own, so the
+# read sees what the transactions it waited for committed, and the numbers
+# follow theirs. Only what a decision needs is read: an account's metadata
+# and creation time never are, and decoding them is not free. The numbers
+# come last, in a row of their own (no account id), as one array.
 _LOCK_AND_GET_ACCOUNTS = text(
     PLAN_BY_KEY + "SELECT count(pg_advisory_xact_lock(k)) "
     "FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS t(k, n); "
-    "SELECT account_id, currency, posted, held, overdraft_limit, is_external "
-    "FROM accounts WHERE account_id = ANY(CAST(:ids AS varchar[]))"
-)
-# One row holding them all, in the order they were taken.
-_NEXT_LEDGER_SEQS = text(
-    "SELECT array_agg(nextval('ledger_seq') ORDER BY n) FROM generate_series(1, :n) AS n"
+    "SELECT account_id, currency, posted, held, overdraft_limit, is_external, "
+    "CAST(NULL AS bigint[]) AS seqs "
+    "FROM accounts WHERE account_id = ANY(CAST(:ids AS varchar[])) "
+    "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, "
+    "(SELECT array_agg(nextval('ledger_seq') ORDER BY n) FROM generate_series(1, :n) AS n)"
 )
 # A new row is the operation as given, pending, with the time it was
 # accepted: only that time comes back. Reading every request back too took
@@ -166,12 +167,18 @@ def hold_from_row(row: Any) -> HoldState:
     )
 
 
-def _accounts_by_id(rows: Any) -> dict[str, AccountState]:
+def _accounts_and_seqs(rows: Any) -> tuple[dict[str, AccountState], list[int]]:
     # Unpacked as tuples: a batch reads a thousand rows while holding the locks.
-    return {
-        account_id: AccountState(account_id, currency, posted, held, overdraft_limit, external)
-        for account_id, currency, posted, held, overdraft_limit, external in rows
-    }
+    accounts = {}
+    seqs: list[int] = []
+    for account_id, currency, posted, held, overdraft_limit, external, numbers in rows:
+        if account_id is None:
+            seqs = sorted(numbers or [])
+        else:
+            accounts[account_id] = AccountState(
+                account_id, currency, posted, held, overdraft_limit, external
+            )
+    return accounts, seqs
 
 
 class SqlUnitOfWork:
@@ -256,10 +263,6 @@ class SqlUnitOfWork:
             query = query.order_by(tables.holds.c.hold_id).with_for_update()
         return {row.hold_id: hold_from_row(row) for row in self.connection.execute(query)}
 
-    def next_ledger_seqs(self, count: int) -> list[int]:
-        seqs = self.connection.execute(_NEXT_LEDGER_SEQS, {"n": count}).scalar_one()
-        return sorted(seqs)
-
     def save_holds(self, new: list[HoldState], changed: list[HoldState]) -> None:
         holds = tables.holds
         if new:
@@ -287,12 +290,15 @@ class SqlUnitOfWork:
                 .values(captured=hold.captured, remaining=hold.remaining, status=hold.status.value)
             )
 
-    def lock_and_get_accounts(self, account_ids: list[str]) -> dict[str, AccountState]:
+    def lock_and_get_accounts(
+        self, account_ids: list[str], *, ledger_seqs: int
+    ) -> tuple[dict[str, AccountState], list[int]]:
         keys = sorted({account_lock_key(a) for a in account_ids})
         rows = self.connection.execute(
-            _LOCK_AND_GET_ACCOUNTS, {"keys": int_array(keys), "ids": text_array(account_ids)}
+            _LOCK_AND_GET_ACCOUNTS,
+            {"keys": int_array(keys), "ids": text_array(account_ids), "n": ledger_seqs},
         )
-        return _accounts_by_id(rows)
+        return _accounts_and_seqs(rows)
 
     def write_batch(
         self,
