@@ -67,29 +67,31 @@ class BatchApplier:
             after = apply_postings(self.accounts, decision.postings)
             for posting in decision.postings:
                 account = after.get(posting.account_id)
+                # Positional, and the members themselves (a StrEnum is its
+                # value): this runs twice per operation under the locks.
                 self.entries.append(
                     Entry(
-                        operation_id=operation.operation_id,
-                        account_id=posting.account_id,
-                        type=operation.type.value,
-                        bucket=posting.bucket.value,
-                        amount=posting.amount,
-                        posted_after=account.posted if account else None,
-                        held_after=account.held if account else None,
+                        operation.operation_id,
+                        posting.account_id,
+                        operation.type,
+                        posting.bucket,
+                        posting.amount,
+                        account.posted if account else None,
+                        account.held if account else None,
                     )
                 )
             self.accounts.update(after)
             if decision.hold is not None:
                 self._keep_hold(decision.hold, new=operation.type is OperationType.hold)
             status = Status.succeeded
-            balances = {
-                account_id: {
-                    "posted": after[account_id].posted,
-                    "held": after[account_id].held,
-                    "available": after[account_id].available,
+            balances = {}
+            for account_id in sorted(after):
+                account = after[account_id]
+                balances[account_id] = {
+                    "posted": account.posted,
+                    "held": account.held,
+                    "available": account.available,
                 }
-                for account_id in sorted(after)
-            }
         # Built directly: `dataclasses.replace` inspects the fields on every call,
         # and this runs once per operation while the accounts are locked.
         completed = OperationRecord(

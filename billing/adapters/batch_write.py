@@ -119,7 +119,7 @@ def _entry_arrays(entries: list[Entry]) -> dict[str, str]:
 def _completed_arrays(records: list[OperationRecord]) -> dict[str, str]:
     return {
         "operation_ids": text_array(r.operation.operation_id for r in records),
-        "statuses": text_array(r.operation.status.value for r in records),
+        "statuses": text_array(r.operation.status for r in records),
         "codes": text_array(r.error_code for r in records),
         "messages": text_array(r.error_message for r in records),
         "balances": text_array(_json_or_none(r.balances) for r in records),
