@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -20,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 
 from billing import limits
-from billing.adapters import batch_write, jsoncodec, outbox_reads, tables
+from billing.adapters import batch_write, jsoncodec, metrics, outbox_reads, tables
 from billing.adapters.database import translate_error
 from billing.adapters.pgarrays import int_array, text_array
 from billing.batch import Entry
@@ -187,8 +188,11 @@ class SqlUnitOfWork:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._connection: Connection | None = None
+        # When this transaction got its account locks (time.perf_counter), if it has.
+        self._locks_taken_at: float | None = None
 
     def __enter__(self) -> SqlUnitOfWork:
+        self._locks_taken_at = None
         try:
             self._connection = self._engine.connect()
             self._connection.begin()
@@ -213,6 +217,7 @@ class SqlUnitOfWork:
                 pass  # the connection died; the server rolled the transaction back
             finally:
                 connection.close()
+                self._locks_released()
         translated = translate_error(exc) if exc is not None else None
         if translated is not None:
             raise translated from exc
@@ -224,6 +229,13 @@ class SqlUnitOfWork:
 
     def commit(self) -> None:
         self.connection.commit()
+        self._locks_released()
+
+    def _locks_released(self) -> None:
+        """The transaction ended (advisory transaction locks end with it): count how long."""
+        if self._locks_taken_at is not None:
+            metrics.ledger_locks_held.observe(time.perf_counter() - self._locks_taken_at)
+            self._locks_taken_at = None
 
     def get_operation(
         self, operation_id: str, *, for_update: bool = False
@@ -294,11 +306,19 @@ class SqlUnitOfWork:
         self, account_ids: list[str], *, ledger_seqs: int
     ) -> tuple[dict[str, AccountState], list[int]]:
         keys = sorted({account_lock_key(a) for a in account_ids})
-        rows = self.connection.execute(
-            _LOCK_AND_GET_ACCOUNTS,
-            {"keys": int_array(keys), "ids": text_array(account_ids), "n": ledger_seqs},
-        )
-        return _accounts_and_seqs(rows)
+        started = time.perf_counter()
+        try:
+            rows = self.connection.execute(
+                _LOCK_AND_GET_ACCOUNTS,
+                {"keys": int_array(keys), "ids": text_array(account_ids), "n": ledger_seqs},
+            )
+            taken = _accounts_and_seqs(rows)
+        finally:
+            # A wait that ran into `lock_wait_ms` is counted too: it is the one to see.
+            metrics.ledger_lock_wait.observe(time.perf_counter() - started)
+        if self._locks_taken_at is None:
+            self._locks_taken_at = time.perf_counter()
+        return taken
 
     def write_batch(
         self,

@@ -91,6 +91,19 @@ ledger_task_duration = Histogram(
 lock_busy_retries = Counter(
     "billing_lock_busy_retries_total", "Ledger tasks retried because an account lock was busy"
 )
+# A ledger transaction of one operation holds its locks a few milliseconds,
+# one of 500 about a hundred; every other transaction on those accounts waits.
+LOCK_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+ledger_lock_wait = Histogram(
+    "billing_ledger_lock_wait_seconds",
+    "Time a ledger transaction took to take its account locks and read the accounts",
+    buckets=LOCK_BUCKETS_S,
+)
+ledger_locks_held = Histogram(
+    "billing_ledger_locks_held_seconds",
+    "Time a ledger transaction held its account locks: from taking them to its commit or rollback",
+    buckets=LOCK_BUCKETS_S,
+)
 
 
 class OutboxBacklog(Collector):

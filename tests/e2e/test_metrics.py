@@ -109,6 +109,8 @@ def test_metrics_count_the_operations_just_run(
     assert grew(before, after, waited, type="credit") >= 3
     ledger = "billing_ledger_task_duration_seconds_count"
     assert grew(before, after, ledger, type="transfer") >= 1
+    assert grew(before, after, "billing_ledger_lock_wait_seconds_count") >= 5
+    assert grew(before, after, "billing_ledger_locks_held_seconds_count") >= 5
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from billing.adapters.ledger_db import SqlUnitOfWork
 
@@ -56,3 +57,35 @@ def test_the_numbers_are_taken_once_the_locks_are_held(engine: Any) -> None:
     waiter.join(timeout=10)
 
     assert first_seq < other_seq < waited[0]
+
+
+def sample(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+def test_the_wait_for_the_locks_and_the_time_they_were_held_are_measured(engine: Any) -> None:
+    names = [
+        f"billing_ledger_{metric}_seconds_{part}"
+        for metric in ("lock_wait", "locks_held")
+        for part in ("count", "sum")
+    ]
+    before = {name: sample(name) for name in names}
+    holder = SqlUnitOfWork(engine)
+    with holder:
+        holder.lock_and_get_accounts(["alice"], ledger_seqs=0)
+
+        def wait_for_alice() -> None:
+            with SqlUnitOfWork(engine) as uow:  # rolled back: its hold ends there
+                uow.lock_and_get_accounts(["alice"], ledger_seqs=0)
+
+        waiter = threading.Thread(target=wait_for_alice)
+        waiter.start()
+        time.sleep(0.3)
+        holder.commit()
+    waiter.join(timeout=10)
+    grew = {name: sample(name) - before[name] for name in names}
+
+    assert grew["billing_ledger_lock_wait_seconds_count"] == 2
+    assert grew["billing_ledger_lock_wait_seconds_sum"] >= 0.2  # the waiter waited ~0.3 s
+    assert grew["billing_ledger_locks_held_seconds_count"] == 2  # committed, and rolled back
+    assert grew["billing_ledger_locks_held_seconds_sum"] >= 0.3  # the holder's hold
