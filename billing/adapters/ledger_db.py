@@ -42,10 +42,19 @@ from billing.ports import Event, OperationRecord
 # statement whatever the batch size, instead of SQL built and compiled again
 # for every size.
 # The columns of an operation's record, in the order `_records` unpacks them.
-_RECORD_COLUMNS = (
-    "operation_id, type, status, request, error_code, error_message, balances, "
-    "accepted_at, completed_at, ledger_seq"
+_RECORD_NAMES = (
+    "operation_id",
+    "type",
+    "status",
+    "request",
+    "error_code",
+    "error_message",
+    "balances",
+    "accepted_at",
+    "completed_at",
+    "ledger_seq",
 )
+_RECORD_COLUMNS = ", ".join(_RECORD_NAMES)
 _GET_OPERATIONS = text(
     f"SELECT {_RECORD_COLUMNS} FROM operations WHERE operation_id = ANY(CAST(:ids AS varchar[]))"
 )
@@ -120,20 +129,9 @@ def account_lock_key(account_id: str) -> int:
 
 
 def record_from_row(row: Any) -> OperationRecord:
-    return OperationRecord(
-        operation=Operation(
-            operation_id=row.operation_id,
-            type=OperationType(row.type),
-            request=row.request,
-            status=Status(row.status),
-        ),
-        error_code=row.error_code,
-        error_message=row.error_message,
-        balances=row.balances,
-        accepted_at=row.accepted_at,
-        completed_at=row.completed_at,
-        ledger_seq=row.ledger_seq,
-    )
+    """The record of a row holding the operation's columns by name (others may be there too)."""
+    columns = row._mapping
+    return _records([tuple(columns[name] for name in _RECORD_NAMES)])[0]
 
 
 _TYPES = {kind.value: kind for kind in OperationType}

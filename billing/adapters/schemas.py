@@ -310,9 +310,9 @@ def parse_operation(message: Any) -> tuple[str, dict[str, Any]] | dict[str, Any]
             "message": "The request is not valid.",
             "details": {"type": [f"Must be one of: {', '.join(_INTAKE_SCHEMAS)}."]},
         }
-    plain = _plain_operation(str(kind), fields)
+    plain = _plain_operation(kind, fields)
     if plain is not None:
-        return str(kind), plain
+        return kind, plain
     try:
         return str(kind), schema.load(fields)
     except ValidationError as error:
