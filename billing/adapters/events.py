@@ -95,7 +95,7 @@ class Topology:
         Older releases declared the queue without `x-queue-version`; the broker
         refuses to declare an existing queue with other arguments (406), so
         such a queue is only checked and bound, and goes on working. A policy
-        converts it in place (the README's "How it works" shows it).
+        converts it in place (docs/operations.md, "RabbitMQ", shows it).
         """
         with contextlib.closing(connection.channel()) as channel:
             try:

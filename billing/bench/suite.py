@@ -1,4 +1,4 @@
-"""`billing bench-suite`: the benchmark run of the README, every scenario against its target.
+"""`billing bench-suite`: the benchmark run of docs/performance.md, every scenario against its goal.
 
 One command runs the scenarios the performance goals are stated in (uniform
 transfers, latency at half the goal rate, two hot accounts, the batch
