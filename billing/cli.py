@@ -51,8 +51,8 @@ def api_command(host: str, port: int, workers: int, connections: int) -> list[st
         str(workers),
         # gevent: a process serves its requests in greenlets of one thread.
         # With a thread per request, the threads' switches and their contention
-        # for the GIL took a third of the API's CPU under load (see README,
-        # "Figures"); psycopg2 and the broker connection wait cooperatively.
+        # for the GIL took a third of the API's CPU under load (commit
+        # 629ba8e); psycopg2 and the broker connection wait cooperatively.
         "--worker-class",
         "gevent",
         "--worker-connections",
@@ -112,7 +112,7 @@ def _use_metrics_dir(*, wipe: bool) -> str:
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def beat(ctx: click.Context) -> None:
-    """The periodic jobs: outbox relay and recovery sweep (Celery beat)."""
+    """The periodic jobs: hold expiry, outbox relay and recovery sweep (Celery beat)."""
     os.execv(
         sys.executable, _python_module("celery", "-A", "tasks", "beat", *beat_args(), *ctx.args)
     )

@@ -1,4 +1,4 @@
-"""The ledger task: apply one accepted operation, then hand its outcome to the result task."""
+"""The ledger task: apply accepted operations, then hand their outcomes to the result task."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Periodic jobs run by `billing beat`: the outbox relay and the recovery sweep."""
+"""Periodic jobs run by `billing beat`: hold expiry, the outbox relay and the recovery sweep."""
 
 from __future__ import annotations
 
