@@ -14,14 +14,16 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 # Only what the package is built from: the tests, the virtualenv and .git stay out of the image.
-COPY pyproject.toml README.md celeryconfig.py ./
+COPY pyproject.toml requirements.lock README.md celeryconfig.py ./
 COPY billing/ billing/
 COPY api/ api/
 COPY tasks/ tasks/
 COPY migrations/ migrations/
 # A regular (not editable) install: the migrations package and the celeryconfig module
 # are installed into site-packages, so every `billing` command works without /src.
-RUN pip install . \
+# The pinned versions the tests passed with first, then the project itself without resolving again.
+RUN pip install -r requirements.lock \
+ && pip install --no-deps . \
  && billing --help >/dev/null \
  && python -c "import api, celeryconfig, migrations, tasks"
 
