@@ -64,3 +64,43 @@ def test_a_responses_queue_an_older_release_declared_is_kept_and_still_gets_even
         topology.declare(connection)
         assert declared_without_arguments(connection, topology.responses.name)
     assert publish_and_count(settings, topology) == 1
+
+
+def test_an_older_releases_queue_deleted_under_a_publisher_comes_back_as_version_2(
+    settings: Settings,
+) -> None:
+    topology = Topology(settings)
+    publisher = EventPublisher(
+        settings.broker_url, pools.producers[Connection(settings.broker_url)], topology
+    )
+    with Connection(settings.broker_url) as connection:
+        connection.channel().queue_declare(topology.responses.name, durable=True, auto_delete=False)
+    try:
+        publisher.publish([Event("e1", "operation.credit.succeeded", '{"operation_id":"e1"}')])
+        with Connection(settings.broker_url) as connection:
+            connection.channel().queue_delete(topology.responses.name)
+        # Its passive declaration fails the burst; the new connection makes the queue.
+        publisher.publish([Event("e2", "operation.credit.succeeded", '{"operation_id":"e2"}')])
+    finally:
+        publisher.close_connection()
+    with Connection(settings.broker_url) as connection:
+        assert not declared_without_arguments(connection, topology.responses.name)
+        assert connection.channel().queue_declare(topology.responses.name, passive=True)[1] == 1
+
+
+def test_a_publisher_declares_the_events_exchange_again_after_an_operator_deleted_it(
+    settings: Settings,
+) -> None:
+    topology = Topology(settings)
+    publisher = EventPublisher(
+        settings.broker_url, pools.producers[Connection(settings.broker_url)], topology
+    )
+    try:
+        publisher.publish([Event("e1", "operation.credit.succeeded", '{"operation_id":"e1"}')])
+        with Connection(settings.broker_url) as connection:
+            connection.channel().exchange_delete(topology.events.name)
+        publisher.publish([Event("e2", "operation.credit.succeeded", '{"operation_id":"e2"}')])
+    finally:
+        publisher.close_connection()
+    with Connection(settings.broker_url) as connection:
+        assert connection.channel().queue_declare(topology.responses.name, passive=True)[1] == 2

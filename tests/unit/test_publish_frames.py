@@ -28,7 +28,7 @@ class _Connection:
 
 
 def py_amqp_bytes(event: Event, channel_id: int, exchange: str, frame_max: int) -> bytes:
-    """What `Channel.basic_publish` writes for the message the publisher used to build."""
+    """What `Channel.basic_publish(..., mandatory=True)` writes for the message."""
     sink = _Sink()
     write_frame = frame_writer(_Connection(frame_max), sink)
     message = Message(
@@ -38,7 +38,7 @@ def py_amqp_bytes(event: Event, channel_id: int, exchange: str, frame_max: int) 
         delivery_mode=2,
         message_id=event.message_id,
     )
-    arguments = dumps("Bssbb", (0, exchange, event.routing_key, False, False))
+    arguments = dumps("Bssbb", (0, exchange, event.routing_key, True, False))
     write_frame(1, channel_id, spec.Basic.Publish, arguments, message)
     return b"".join(sink.chunks)
 
