@@ -101,7 +101,7 @@ def submit_batch(body: dict[str, Any]) -> Response:
         for kind, fields in (p for p in parsed if isinstance(p, tuple))
     ]
     accepted = accept_and_enqueue(
-        operations, services().uow(), services().task_queue.enqueue_operations
+        operations, services().uow(), services().task_queue.enqueue_operations, as_batch=True
     )
     results = iter(accepted)
     items = []

@@ -42,6 +42,10 @@ class OperationRecord:
     accepted_at: datetime
     completed_at: datetime | None
     ledger_seq: int | None = None
+    # The batch request the operation came in and its place there (from 1),
+    # or None: the workers apply a batch's operations in this order.
+    batch_id: int | None = None
+    batch_position: int | None = None
 
 
 @dataclass(frozen=True)
@@ -120,8 +124,10 @@ class UnitOfWork(Protocol):
     def insert_operation(self, operation: Operation) -> tuple[OperationRecord, bool]: ...
 
     def insert_operations(
-        self, operations: list[Operation]
-    ) -> tuple[dict[str, OperationRecord], set[str]]: ...
+        self, operations: list[Operation], *, as_batch: bool = False
+    ) -> tuple[dict[str, OperationRecord], set[str]]:
+        """Record the new operations as pending (`as_batch`: as one batch, in the order
+        given); every record, and the ids newly inserted."""
 
     def unpublished_events(self, message_ids: list[str]) -> list[Event]:
         """The named events not yet published, with their bodies (no lock taken)."""

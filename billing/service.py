@@ -297,11 +297,15 @@ def accept_operation(operation: Operation, uow: UnitOfWork) -> tuple[Acceptance,
 
 
 def accept_operations(
-    operations: list[Operation], uow: UnitOfWork
+    operations: list[Operation], uow: UnitOfWork, *, as_batch: bool = False
 ) -> list[tuple[Acceptance, OperationRecord]]:
-    """Record many operations in one transaction; each is judged like `accept_operation`."""
+    """Record many operations in one transaction; each is judged like `accept_operation`.
+
+    `as_batch`: they are one batch request, and the new ones are applied in
+    the order given (their batch and places are recorded with them).
+    """
     with uow:
-        records, created = uow.insert_operations(operations)
+        records, created = uow.insert_operations(operations, as_batch=as_batch)
         uow.commit()
     results = []
     fresh = set(created)
@@ -320,14 +324,18 @@ def accept_operations(
 
 
 def accept_and_enqueue(
-    operations: list[Operation], uow: UnitOfWork, enqueue: Callable[[list[str]], None]
+    operations: list[Operation],
+    uow: UnitOfWork,
+    enqueue: Callable[[list[str]], None],
+    *,
+    as_batch: bool = False,
 ) -> list[tuple[Acceptance, OperationRecord]]:
     """Record operations (one transaction), then enqueue the new ones in ledger tasks.
 
     Recorded before enqueued: if the enqueue fails the caller reports an
     error and the recovery sweep enqueues the recorded operations later.
     """
-    results = accept_operations(operations, uow) if operations else []
+    results = accept_operations(operations, uow, as_batch=as_batch) if operations else []
     fresh = [r.operation.operation_id for a, r in results if a is Acceptance.accepted]
     for start in range(0, len(fresh), limits.enqueue_group_size_max):
         enqueue(fresh[start : start + limits.enqueue_group_size_max])

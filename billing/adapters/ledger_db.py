@@ -53,6 +53,8 @@ _RECORD_NAMES = (
     "accepted_at",
     "completed_at",
     "ledger_seq",
+    "batch_id",
+    "batch_position",
 )
 _RECORD_COLUMNS = ", ".join(_RECORD_NAMES)
 _GET_OPERATIONS = text(
@@ -103,15 +105,20 @@ _LOCK_AND_GET_ACCOUNTS = text(
     "(SELECT array_agg(nextval('ledger_seq') ORDER BY n) FROM generate_series(1, :n) AS n)"
 )
 # A new row is the operation as given, pending, with the time it was
-# accepted: only that time comes back. Reading every request back too took
-# a quarter of the API's CPU in batches of 500 (decoding what it had just
-# encoded). Rows are inserted in the order given, so of two operations with
-# the same id the first is recorded and the second finds it taken.
+# accepted: only that time (and its place in a batch) comes back. Reading
+# every request back too took a quarter of the API's CPU in batches of 500
+# (decoding what it had just encoded). Rows are inserted in the order given,
+# so of two operations with the same id the first is recorded and the second
+# finds it taken. A batch takes one number (the scalar subquery runs once)
+# and each operation its place in the list given.
 _INSERT_OPERATIONS = text(
-    "INSERT INTO operations (operation_id, type, request) "
-    "SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:types AS varchar[]), "
-    "CAST(:requests AS jsonb[])) "
-    "ON CONFLICT DO NOTHING RETURNING operation_id, accepted_at"
+    "INSERT INTO operations (operation_id, type, request, batch_id, batch_position) "
+    "SELECT i, t, r, CASE WHEN CAST(:as_batch AS boolean) "
+    "THEN (SELECT nextval('operation_batch_ids')) END, "
+    "CASE WHEN CAST(:as_batch AS boolean) THEN CAST(n AS integer) END "
+    "FROM unnest(CAST(:ids AS varchar[]), CAST(:types AS varchar[]), "
+    "CAST(:requests AS jsonb[])) WITH ORDINALITY AS o(i, t, r, n) "
+    "ON CONFLICT DO NOTHING RETURNING operation_id, accepted_at, batch_id, batch_position"
 )
 _MARK_EVENTS_PUBLISHED = text(
     "DELETE FROM outbox_pending WHERE event_id = ANY(CAST(:ids AS bigint[]))"
@@ -380,12 +387,13 @@ class SqlUnitOfWork:
         return existing, False
 
     def insert_operations(
-        self, operations: list[Operation]
+        self, operations: list[Operation], *, as_batch: bool = False
     ) -> tuple[dict[str, OperationRecord], set[str]]:
         """Record many operations as pending; every record, and the ids newly inserted."""
         rows = self.connection.execute(
             _INSERT_OPERATIONS,
             {
+                "as_batch": as_batch,
                 "ids": text_array(o.operation_id for o in operations),
                 "types": text_array(o.type.value for o in operations),
                 "requests": text_array(jsoncodec.dumps(o.request) for o in operations),
@@ -400,8 +408,10 @@ class SqlUnitOfWork:
                 balances=None,
                 accepted_at=accepted_at,
                 completed_at=None,
+                batch_id=batch_id,
+                batch_position=batch_position,
             )
-            for operation_id, accepted_at in rows
+            for operation_id, accepted_at, batch_id, batch_position in rows
         }
         created = set(records)
         missing = [o.operation_id for o in operations if o.operation_id not in records]
