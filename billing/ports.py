@@ -94,14 +94,23 @@ class UnitOfWork(Protocol):
 
     def get_operations(self, operation_ids: list[str]) -> dict[str, OperationRecord]: ...
 
-    def lock_operations(self, operation_ids: list[str]) -> dict[str, OperationRecord]:
-        """Lock the named operations' rows (waiting for them); their records, as now."""
+    def lock_operations(
+        self, operation_ids: list[str], *, with_earlier: bool, limit: int
+    ) -> dict[str, OperationRecord]:
+        """Lock the named operations' rows and, `with_earlier`, those of the pending
+        operations before the pending named ones in their batches (waiting for them, in
+        one fixed order: batch, place, id); their records, as now. At most `limit`, the
+        first in that order: so with fewer, every named one that exists is there."""
 
     def take_pending_operations(
         self, excluded_ids: list[str], *, limit: int
     ) -> list[OperationRecord]:
         """Lock the oldest pending operations no other transaction holds and the sweep
-        never sent again, skipping the excluded."""
+        never sent again, skipping the excluded; a batch's in its order."""
+
+    def batch_fronts(self, lasts: dict[int, int], held_ids: list[str]) -> dict[int, int]:
+        """For each batch id, the first place before its `lasts` place that holds a pending
+        operation not among `held_ids`; batches without one are left out."""
 
     def get_holds(self, hold_ids: list[str], for_update: bool = False) -> dict[str, HoldState]: ...
 
