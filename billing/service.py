@@ -81,8 +81,10 @@ def apply_operations(
     pending elsewhere is not. The result lists the given ids first, then
     the operations applied with them. If a transaction fails for anything
     but a transient fault, the given operations are tried once more alone,
-    so one broken operation never stops the others; and one the recovery
-    sweep had to send again is left to its own tasks.
+    so one broken operation never stops the others (alone means without the
+    earlier operations of their batches too: one that must follow them
+    stays pending, for the recovery sweep); and one the recovery sweep had
+    to send again is left to its own tasks.
     """
     ids = list(dict.fromkeys(operation_ids))
     applied: list[Applied] = []

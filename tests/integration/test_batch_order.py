@@ -11,6 +11,7 @@ from sqlalchemy import text
 from billing import limits, service
 from billing.adapters.ledger_db import SqlUnitOfWork
 from billing.domain import NewAccount, Operation, OperationType
+from billing.ports import TransientError
 from tests.support.stack import wait_until
 
 ACCOUNTS = ("alice", "bob", "carol")
@@ -127,6 +128,22 @@ def test_a_batch_longer_than_a_transaction_is_applied_in_order_over_several(
     assert [a.operation_id for a in applied] == ids[5:] + ids[:5]
     assert outcomes(engine, ids) == [("succeeded", None)] * 10
     assert ledger_order(engine, ids) == ids
+
+
+def test_a_task_stops_after_its_transactions_limit_with_what_it_applied_kept_in_order(
+    engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(limits, "operations_per_transaction_max", 1)
+    ids = accept_batch(engine, chain("x", limits.ledger_transactions_per_task_max + 2))
+
+    with pytest.raises(TransientError):
+        service.apply_operations([ids[-1]], SqlUnitOfWork(engine))
+
+    done = limits.ledger_transactions_per_task_max
+    assert outcomes(engine, ids) == [("succeeded", None)] * done + [("pending", None)] * 2
+    assert ledger_order(engine, ids) == ids[:done]
+    service.apply_operations([ids[-1]], SqlUnitOfWork(engine))
+    assert outcomes(engine, ids) == [("succeeded", None)] * len(ids)
 
 
 def test_the_take_along_leaves_a_later_operation_whose_earlier_one_another_transaction_holds(
