@@ -90,10 +90,13 @@ register_operation_route(blp, "/transfers", OperationType.transfer, TransferSche
 def submit_batch(body: dict[str, Any]) -> Response:
     """Submit up to 1,000 operations of any type at once.
 
-    The operations are independent: each is validated, recorded and applied on
-    its own terms and gets its own result (accepted, repeated,
-    idempotency_conflict or validation_error) and outcome. The valid ones are
-    recorded together, in one transaction, before the answer.
+    The batch is not atomic: each operation is validated, recorded and
+    applied on its own terms and gets its own result (accepted, repeated,
+    idempotency_conflict or validation_error) and outcome. The valid ones
+    are recorded together, in one transaction, before the answer. The batch
+    is ordered: each operation it records is applied after every one before
+    it in the batch, so it sees their effects (a transfer can spend a credit
+    earlier in the same batch).
     """
     parsed = [parse_operation(item) for item in body["operations"]]
     operations = [
@@ -101,7 +104,7 @@ def submit_batch(body: dict[str, Any]) -> Response:
         for kind, fields in (p for p in parsed if isinstance(p, tuple))
     ]
     accepted = accept_and_enqueue(
-        operations, services().uow(), services().task_queue.enqueue_operations
+        operations, services().uow(), services().task_queue.enqueue_operations, as_batch=True
     )
     results = iter(accepted)
     items = []

@@ -55,6 +55,11 @@ batch_size_max = 1_000
 # and takes along the oldest other pending ones up to this many. About two
 # advisory locks per transfer, well inside PostgreSQL's default lock table.
 operations_per_transaction_max = 500
+# The most ledger transactions one task runs one after another: a task's
+# operations that the transaction limit leaves out (the second half of a
+# batch of 1,000 whose first half is still pending, say) go in the next one.
+# Two are enough for one batch; past this many the task is retried.
+ledger_transactions_per_task_max = 4
 # A transaction takes along only operations accepted this recently. Every
 # completed operation leaves a dead entry in the index of pending ones until
 # vacuum comes; read from the index's start, the take-along visited all of

@@ -42,6 +42,10 @@ class OperationRecord:
     accepted_at: datetime
     completed_at: datetime | None
     ledger_seq: int | None = None
+    # The batch request the operation came in and its place there (from 1),
+    # or None: the workers apply a batch's operations in this order.
+    batch_id: int | None = None
+    batch_position: int | None = None
 
 
 @dataclass(frozen=True)
@@ -90,14 +94,23 @@ class UnitOfWork(Protocol):
 
     def get_operations(self, operation_ids: list[str]) -> dict[str, OperationRecord]: ...
 
-    def lock_operations(self, operation_ids: list[str]) -> dict[str, OperationRecord]:
-        """Lock the named operations' rows (waiting for them); their records, as now."""
+    def lock_operations(
+        self, operation_ids: list[str], *, with_earlier: bool, limit: int
+    ) -> dict[str, OperationRecord]:
+        """Lock the named operations' rows and, `with_earlier`, those of the pending
+        operations before the pending named ones in their batches (waiting for them, in
+        one fixed order: batch, place, id); their records, as now. At most `limit`, the
+        first in that order: so with fewer, every named one that exists is there."""
 
     def take_pending_operations(
         self, excluded_ids: list[str], *, limit: int
     ) -> list[OperationRecord]:
         """Lock the oldest pending operations no other transaction holds and the sweep
-        never sent again, skipping the excluded."""
+        never sent again, skipping the excluded; a batch's in its order."""
+
+    def batch_fronts(self, lasts: dict[int, int], held_ids: list[str]) -> dict[int, int]:
+        """For each batch id, the first place before its `lasts` place that holds a pending
+        operation not among `held_ids`; batches without one are left out."""
 
     def get_holds(self, hold_ids: list[str], for_update: bool = False) -> dict[str, HoldState]: ...
 
@@ -120,8 +133,10 @@ class UnitOfWork(Protocol):
     def insert_operation(self, operation: Operation) -> tuple[OperationRecord, bool]: ...
 
     def insert_operations(
-        self, operations: list[Operation]
-    ) -> tuple[dict[str, OperationRecord], set[str]]: ...
+        self, operations: list[Operation], *, as_batch: bool = False
+    ) -> tuple[dict[str, OperationRecord], set[str]]:
+        """Record the new operations as pending (`as_batch`: as one batch, in the order
+        given); every record, and the ids newly inserted."""
 
     def unpublished_events(self, message_ids: list[str]) -> list[Event]:
         """The named events not yet published, with their bodies (no lock taken)."""

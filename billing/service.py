@@ -58,7 +58,7 @@ def apply_operation(operation_id: str, uow: UnitOfWork, clock: Clock = utc_now) 
 def apply_operations(
     operation_ids: list[str], uow: UnitOfWork, clock: Clock = utc_now
 ) -> list[Applied]:
-    """Apply accepted operations exactly once, in order, in one transaction.
+    """Apply accepted operations exactly once, in order, in as few transactions as may be.
 
     The operations' rows are locked first, so no other transaction applies
     them meanwhile and their status as read is final; then every involved
@@ -66,16 +66,41 @@ def apply_operations(
     terminal operation is left alone, so any number of deliveries of the
     same ids apply each operation once.
 
+    An operation of a batch is applied only after every operation before
+    it in its batch: the pending ones before it are locked with it and
+    applied first, in the batch's order, whichever task, redelivery or
+    resend brought it. A transaction applies at most
+    `operations_per_transaction_max` operations, the first in that order;
+    the rest of the given ones go in the next transaction, up to
+    `ledger_transactions_per_task_max` transactions.
+
     While there is room, the oldest other pending operations that no other
     transaction holds are taken along: under a backlog, one transaction
     catches up on the operations queued behind this one, whose own tasks
-    then find nothing left to do. The result lists the given ids first,
-    then the operations taken along. If the transaction fails for anything
+    then find nothing left to do; one whose batch has an earlier operation
+    pending elsewhere is not. The result lists the given ids first, then
+    the operations applied with them. If a transaction fails for anything
     but a transient fault, the given operations are tried once more alone,
-    so one broken operation never stops the others; and one the recovery
-    sweep had to send again is left to its own tasks.
+    so one broken operation never stops the others (alone means without the
+    earlier operations of their batches too: one that must follow them
+    stays pending, for the recovery sweep); and one the recovery sweep had
+    to send again is left to its own tasks.
     """
     ids = list(dict.fromkeys(operation_ids))
+    applied: list[Applied] = []
+    left = ids
+    for _ in range(limits.ledger_transactions_per_task_max):
+        done, left = _apply_transaction(left, uow, clock)
+        applied += done
+        if not left:
+            return _given_first(ids, applied)
+    raise TransientError(f"operations {left[:3]}...: still behind others of their batches")
+
+
+def _apply_transaction(
+    ids: list[str], uow: UnitOfWork, clock: Clock
+) -> tuple[list[Applied], list[str]]:
+    """One ledger transaction (chosen again if its locks change); the ids left for the next."""
     take_along = True
     for _ in range(limits.lock_set_attempts_max):
         try:
@@ -92,6 +117,20 @@ def apply_operations(
     raise TransientError(f"operations {ids[:3]}...: their holds kept changing under the locks")
 
 
+def _given_first(ids: list[str], applied: list[Applied]) -> list[Applied]:
+    """The outcomes of the given ids in their order (the one that applied each, if one
+    did: a given operation left waiting may be applied by a later transaction), then
+    the operations applied with them."""
+    given = set(ids)
+    outcomes: dict[str, Applied] = {}
+    for outcome in applied:
+        if outcome.operation_id in given and (
+            outcome.newly_applied or outcome.operation_id not in outcomes
+        ):
+            outcomes[outcome.operation_id] = outcome
+    return [outcomes[i] for i in ids] + [a for a in applied if a.operation_id not in given]
+
+
 # What one broken operation raises: a rule or an invariant tripping over its
 # request, or the database refusing what it would write. Anything else (a
 # transient fault, a time limit) is about the whole transaction.
@@ -104,19 +143,37 @@ class _LocksChanged(Exception):
 
 def _apply_batch(
     ids: list[str], uow: UnitOfWork, clock: Clock, *, take_along: bool
-) -> list[Applied]:
+) -> tuple[list[Applied], list[str]]:
+    size_max = limits.operations_per_transaction_max
     with uow:
-        records = uow.lock_operations(ids)
-        pending = [records[i] for i in ids if i in records and _is_pending(records[i])]
-        room = limits.operations_per_transaction_max - len(pending) if take_along else 0
-        taken_along = uow.take_pending_operations(ids, limit=room) if room > 0 else []
-        records.update((r.operation.operation_id, r) for r in taken_along)
-        # Acceptance order; a stable sort keeps the order within a group or batch.
-        pending = sorted(pending + taken_along, key=lambda r: r.accepted_at)
+        records = uow.lock_operations(ids, with_earlier=take_along, limit=size_max)
+        # At the limit, a given id not locked may lie beyond it: the next transaction's.
+        full = len(records) >= size_max
+        left = [i for i in ids if i not in records] if full else []
+        # The given ones in their order, then the earlier ones of their batches.
+        given = set(ids)
+        locked = [records[i] for i in ids if i in records]
+        locked += [r for i, r in records.items() if i not in given]
+        locked = [r for r in locked if _is_pending(r)]
+        room = size_max - len(locked) if take_along and not full else 0
+        taken_along = uow.take_pending_operations([*ids, *records], limit=room) if room > 0 else []
+        held_ids = [*records, *(r.operation.operation_id for r in taken_along)]
+        # Alone, the given operations were locked without the ones before them.
+        waiting = _waiting_for_their_batch(
+            taken_along if take_along else locked + taken_along, held_ids, uow
+        )
+        pending = sorted(
+            (r for r in locked + taken_along if r.operation.operation_id not in waiting),
+            key=_acceptance_order,
+        )
+        records.update((r.operation.operation_id, r) for r in pending)
         if pending:
             _apply_pending(pending, records, uow, clock)
         uow.commit()
     applied_ids = {r.operation.operation_id for r in pending}
+    reported = [i for i in ids if i not in left] + [
+        r.operation.operation_id for r in pending if r.operation.operation_id not in given
+    ]
     return [
         Applied(
             operation_id,
@@ -125,8 +182,32 @@ def _apply_batch(
             event_ids=[operation_id] if operation_id in applied_ids else [],
             record=records.get(operation_id) if operation_id in applied_ids else None,
         )
-        for operation_id in ids + [r.operation.operation_id for r in taken_along]
-    ]
+        for operation_id in reported
+    ], left
+
+
+def _acceptance_order(record: OperationRecord) -> tuple[datetime, int, int]:
+    # A batch's operations share the time they were accepted; their places order them.
+    return record.accepted_at, record.batch_id or 0, record.batch_position or 0
+
+
+def _waiting_for_their_batch(
+    records: list[OperationRecord], held_ids: list[str], uow: UnitOfWork
+) -> set[str]:
+    """The ids of the operations among `records` that an operation before them in their
+    batch must precede and that this transaction does not hold: they stay pending."""
+    lasts: dict[int, int] = {}
+    for record in records:
+        if record.batch_id is not None and record.batch_position is not None:
+            lasts[record.batch_id] = max(lasts.get(record.batch_id, 0), record.batch_position)
+    if not lasts:
+        return set()
+    fronts = uow.batch_fronts(lasts, held_ids)
+    return {
+        r.operation.operation_id
+        for r in records
+        if r.batch_id in fronts and (r.batch_position or 0) > fronts[r.batch_id]
+    }
 
 
 def _apply_pending(
@@ -297,11 +378,15 @@ def accept_operation(operation: Operation, uow: UnitOfWork) -> tuple[Acceptance,
 
 
 def accept_operations(
-    operations: list[Operation], uow: UnitOfWork
+    operations: list[Operation], uow: UnitOfWork, *, as_batch: bool = False
 ) -> list[tuple[Acceptance, OperationRecord]]:
-    """Record many operations in one transaction; each is judged like `accept_operation`."""
+    """Record many operations in one transaction; each is judged like `accept_operation`.
+
+    `as_batch`: they are one batch request, and the new ones are applied in
+    the order given (their batch and places are recorded with them).
+    """
     with uow:
-        records, created = uow.insert_operations(operations)
+        records, created = uow.insert_operations(operations, as_batch=as_batch)
         uow.commit()
     results = []
     fresh = set(created)
@@ -320,14 +405,18 @@ def accept_operations(
 
 
 def accept_and_enqueue(
-    operations: list[Operation], uow: UnitOfWork, enqueue: Callable[[list[str]], None]
+    operations: list[Operation],
+    uow: UnitOfWork,
+    enqueue: Callable[[list[str]], None],
+    *,
+    as_batch: bool = False,
 ) -> list[tuple[Acceptance, OperationRecord]]:
     """Record operations (one transaction), then enqueue the new ones in ledger tasks.
 
     Recorded before enqueued: if the enqueue fails the caller reports an
     error and the recovery sweep enqueues the recorded operations later.
     """
-    results = accept_operations(operations, uow) if operations else []
+    results = accept_operations(operations, uow, as_batch=as_batch) if operations else []
     fresh = [r.operation.operation_id for a, r in results if a is Acceptance.accepted]
     for start in range(0, len(fresh), limits.enqueue_group_size_max):
         enqueue(fresh[start : start + limits.enqueue_group_size_max])

@@ -81,6 +81,16 @@ CHECKS: dict[str, str] = {
         WHERE (status = 'active') <> (remaining > 0)""",
     "every terminal operation has a ledger sequence number": """
         SELECT operation_id FROM operations WHERE status <> 'pending' AND ledger_seq IS NULL""",
+    # The ledger numbers operations in the order it applies them.
+    "a batch's operations were applied in its order": """
+        SELECT operation_id, batch_id, batch_position, ledger_seq FROM (
+            SELECT operation_id, batch_id, batch_position, ledger_seq, status,
+                   max(ledger_seq) OVER earlier AS earlier_seq_max,
+                   bool_or(status = 'pending') OVER earlier AS earlier_pending
+            FROM operations WHERE batch_id IS NOT NULL
+            WINDOW earlier AS (PARTITION BY batch_id ORDER BY batch_position
+                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) o
+        WHERE status <> 'pending' AND (earlier_pending OR ledger_seq < earlier_seq_max)""",
 }
 
 

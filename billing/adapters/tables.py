@@ -8,6 +8,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Identity,
+    Integer,
     MetaData,
     Sequence,
     String,
@@ -21,6 +22,8 @@ from sqlalchemy.dialects.postgresql import JSON, JSONB
 metadata = MetaData()
 
 ledger_seq = Sequence("ledger_seq", metadata=metadata)
+# One number per batch request (migration 0006).
+operation_batch_ids = Sequence("operation_batch_ids", metadata=metadata)
 
 accounts = Table(
     "accounts",
@@ -55,6 +58,10 @@ operations = Table(
     Column("accepted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("completed_at", DateTime(timezone=True)),
     Column("resent_at", DateTime(timezone=True)),
+    # The batch request an operation came in, and its place there (from 1):
+    # the order the workers apply a batch in (migration 0006).
+    Column("batch_id", BigInteger),
+    Column("batch_position", Integer),
     CheckConstraint(
         "type IN ('credit', 'debit', 'transfer', 'hold', 'capture', 'release', 'expiry')",
         name="operations_type_known",
@@ -65,6 +72,9 @@ operations = Table(
     ),
     CheckConstraint(
         "(status = 'failed') = (error_code IS NOT NULL)", name="operations_error_when_failed"
+    ),
+    CheckConstraint(
+        "(batch_id IS NULL) = (batch_position IS NULL)", name="operations_batch_with_position"
     ),
 )
 

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import random
+import subprocess
+import sys
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tests.support.stack import Client, EventLog
+import pytest
+import requests
+from sqlalchemy import text
+
+from billing import service
+from billing.adapters.ledger_db import SqlUnitOfWork
+from billing.config import Settings
+from billing.domain import Operation, OperationType
+from tests.support import stack
+from tests.support.stack import Client, EventLog, wait_until
 
 
 def test_a_batch_of_every_type_is_accepted_item_by_item_and_applied(
@@ -139,3 +154,124 @@ def test_an_id_given_twice_in_one_batch_is_recorded_once_as_first_given(
     assert client.wait(same)["status"] == client.wait(other)["status"] == "succeeded"
     assert client.wait(other)["request"]["amount"] == 4
     assert client.account(alice)["posted"] == 7
+
+
+def _chain(new_id: Any, accounts: list[str], length: int) -> list[dict[str, Any]]:
+    """A credit of 1 to the first account, then transfers passing that 1 around the
+    accounts: each transfer spends what the one before it brought."""
+    operations = [
+        {"type": "credit", "operation_id": new_id("c0"), "account_id": accounts[0], "amount": 1}
+    ]
+    for k in range(1, length):
+        operations.append(
+            {
+                "type": "transfer",
+                "operation_id": new_id(f"t{k}"),
+                "source_account_id": accounts[(k - 1) % len(accounts)],
+                "destination_account_id": accounts[k % len(accounts)],
+                "amount": 1,
+            }
+        )
+    return operations
+
+
+def _outcomes_once_terminal(engine: Any, operation_ids: list[str]) -> Counter[tuple[str, str]]:
+    """How many of the operations ended with each (status, error code), once none is pending."""
+    query = text(
+        "SELECT status, coalesce(error_code, '') FROM operations WHERE operation_id = ANY(:ids)"
+    )
+
+    def read() -> Counter[tuple[str, str]]:
+        with engine.connect() as connection:
+            return Counter(map(tuple, connection.execute(query, {"ids": operation_ids})))
+
+    wait_until(
+        lambda: read()["pending", ""] == 0 and sum(read().values()) == len(operation_ids),
+        120,
+        "every operation of the batch to be applied",
+        interval_s=0.5,
+    )
+    return read()
+
+
+def test_batches_of_a_thousand_operations_each_needing_the_one_before_all_succeed(
+    client: Client, engine: Any, new_id: Any
+) -> None:
+    # Each batch is two tasks of 500 for the workers' six processes; four batches
+    # at once, so that a second half started before its first would show.
+    chains = [[new_id(f"x{c}a{i}") for i in range(3)] for c in range(4)]
+    for account in (a for accounts in chains for a in accounts):
+        client.create_account(account)
+    batches = [
+        _chain(lambda name, c=c: new_id(f"x{c}{name}"), accounts, 1000)
+        for c, accounts in enumerate(chains)
+    ]
+
+    def submit(operations: list[dict[str, Any]]) -> requests.Response:
+        # A connection of its own per thread: a session is not shared across threads.
+        return requests.post(
+            f"{client.base_url}/v1/operations/batch",
+            json={"operations": operations},
+            headers=client.session.headers,
+            timeout=60,
+        )
+
+    with ThreadPoolExecutor(len(batches)) as pool:
+        responses = list(pool.map(submit, batches))
+    for response in responses:
+        assert response.status_code == 202, response.text
+        assert [i["result"] for i in response.json()["items"]] == ["accepted"] * 1000
+
+    ids = [o["operation_id"] for operations in batches for o in operations]
+    assert _outcomes_once_terminal(engine, ids) == {("succeeded", ""): 4000}
+    for accounts in chains:
+        # 999 transfers after the credit: the 1 ends on account 999 % 3.
+        assert [client.account(a)["posted"] for a in accounts] == [1, 0, 0]
+
+
+_ENQUEUE_ONE_TASK_PER_LINE = """
+import json, sys
+from billing.adapters.celery_client import TaskQueue, make_celery_app
+
+queue = TaskQueue(make_celery_app())
+for line in sys.stdin:
+    queue.enqueue_operations(json.loads(line))
+"""
+
+
+@pytest.mark.parametrize("arrival", ["reversed, one per task", "shuffled, in groups"])
+def test_a_batch_whose_tasks_come_back_in_any_order_is_applied_in_its_order(
+    arrival: str, client: Client, engine: Any, settings: Settings, new_id: Any
+) -> None:
+    accounts = [new_id(f"a{i}") for i in range(3)]
+    for account in accounts:
+        client.create_account(account)
+    operations = [
+        Operation(o.pop("operation_id"), OperationType(o.pop("type")), o)
+        for o in _chain(new_id, accounts, 60)
+    ]
+    # Recorded but never enqueued, as when the API's tasks were lost; sent again
+    # by the recovery sweep, which marks them sent again.
+    service.accept_operations(operations, SqlUnitOfWork(engine), as_batch=True)
+    ids = [o.operation_id for o in operations]
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE operations SET resent_at = now() WHERE operation_id = ANY(:ids)"),
+            {"ids": ids},
+        )
+    if arrival == "reversed, one per task":
+        tasks = [[operation_id] for operation_id in reversed(ids)]
+    else:
+        shuffled = random.Random(19).sample(ids, len(ids))
+        tasks = [shuffled[start : start + 7] for start in range(0, len(shuffled), 7)]
+    subprocess.run(
+        [sys.executable, "-c", _ENQUEUE_ONE_TASK_PER_LINE],
+        input="".join(json.dumps(task) + "\n" for task in tasks),
+        text=True,
+        env=stack.environment(settings),
+        check=True,
+        timeout=60,
+    )
+
+    assert _outcomes_once_terminal(engine, ids) == {("succeeded", ""): 60}
+    assert [client.account(a)["posted"] for a in accounts] == [0, 0, 1]

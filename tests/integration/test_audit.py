@@ -123,6 +123,11 @@ def test_audit_finds_a_corrupted_balance_row_and_exits_1(ledger: tuple[Settings,
             "UPDATE accounts SET posted = -5 WHERE account_id = 'bob'",
             "no available below the overdraft floor",
         ),
+        (
+            "UPDATE operations SET batch_id = 1, batch_position = CASE operation_id "
+            "WHEN 't1' THEN 1 ELSE 2 END WHERE operation_id IN ('c1', 't1')",
+            "a batch's operations were applied in its order",
+        ),
     ],
     ids=[
         "held",
@@ -136,6 +141,7 @@ def test_audit_finds_a_corrupted_balance_row_and_exits_1(ledger: tuple[Settings,
         "entry-account",
         "failed-entries",
         "floor",
+        "batch-order",
     ],
 )
 def test_audit_finds_each_kind_of_corruption(

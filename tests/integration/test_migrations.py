@@ -125,3 +125,43 @@ def test_outcome_events_without_a_body_get_one_rendered_on_downgrade(
     assert rendered["request"] == {"account_id": "alice", "amount": 5}
     assert rendered["schema_version"] == 1
     assert "balances" not in rendered and rendered["completed_at"] is not None
+
+
+def test_operations_recorded_before_batches_had_an_order_keep_none_and_lose_it_on_downgrade(
+    database: tuple[str, Any],
+) -> None:
+    url, engine = database
+    config = alembic_config(url)
+    command.upgrade(config, "0005")
+    insert = "INSERT INTO operations (operation_id, type, request) VALUES ('{}', 'credit', '{{}}')"
+    with engine.begin() as connection:
+        connection.execute(text(insert.format("before")))
+
+    command.upgrade(config, "0006")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO operations (operation_id, type, request, batch_id, batch_position) "
+                "VALUES ('in-batch', 'credit', '{}', nextval('operation_batch_ids'), 1)"
+            )
+        )
+        places = dict(
+            connection.execute(text("SELECT operation_id, batch_position FROM operations")).all()
+        )
+        with (
+            pytest.raises(IntegrityError, match="operations_batch_with_position"),
+            connection.begin_nested(),
+        ):
+            connection.execute(
+                text(
+                    "INSERT INTO operations (operation_id, type, request, batch_id) "
+                    "VALUES ('no-place', 'credit', '{}', 1)"
+                )
+            )
+    assert places == {"before": None, "in-batch": 1}
+
+    command.downgrade(config, "0005")
+    with engine.connect() as connection:
+        kept = connection.execute(text("SELECT operation_id FROM operations ORDER BY 1")).scalars()
+        assert list(kept) == ["before", "in-batch"]
+    command.upgrade(config, "head")
