@@ -6,6 +6,10 @@ overdraft_limit_max = 10**15
 identifier_length_max = 64
 identifier_pattern = r"^[A-Za-z0-9._:-]{1,64}\Z"
 
+# The largest request body the API reads, with or without a Content-Length
+# (a chunked body is cut off when it passes this): 413 beyond.
+request_body_size_max_bytes = 4 * 1024 * 1024
+
 page_size_default = 100
 page_size_max = 500
 
