@@ -53,8 +53,10 @@ def api_command(host: str, port: int, workers: int, connections: int) -> list[st
         # With a thread per request, the threads' switches and their contention
         # for the GIL took a third of the API's CPU under load (see README,
         # "Figures"); psycopg2 and the broker connection wait cooperatively.
+        # gunicorn's gevent worker, answering what it cannot parse with the
+        # contract's error body rather than an HTML page.
         "--worker-class",
-        "gevent",
+        "api.gunicorn_worker.JsonErrorGeventWorker",
         "--worker-connections",
         str(connections),
         "--timeout",

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
+
 from billing import limits
 from tests.support.contract import ERROR_CODES
 
@@ -148,3 +150,54 @@ def test_a_chunked_body_at_the_size_limit_is_read_whole(api_url: str, settings: 
     # Read whole and parsed: the operation is refused for its unknown account
     # only once applied, so it is accepted here.
     assert answer.status == 202, answer
+
+
+# What gunicorn refuses before the app sees the request, with the status it answers.
+UNPARSABLE = [
+    pytest.param(b"GARBAGE\r\n\r\n", 400, id="garbled_request_line"),
+    pytest.param(b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", 400, id="unknown_http_version"),
+    pytest.param(
+        b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, id="request_line_too_long"
+    ),
+    pytest.param(
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n",
+        431,
+        id="header_too_long",
+    ),
+    pytest.param(
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(b"X-Header-%d: 1\r\n" % i for i in range(150))
+        + b"\r\n",
+        431,
+        id="too_many_headers",
+    ),
+    pytest.param(b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Name: 1\r\n\r\n", 400, id="bad_header"),
+    # gunicorn answers an unknown transfer coding 501; the contract has no 5xx
+    # for a malformed request but 503.
+    pytest.param(
+        b"POST /v1/credits HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: zip\r\n\r\n",
+        400,
+        id="unknown_transfer_coding",
+    ),
+]
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), UNPARSABLE)
+def test_a_request_gunicorn_cannot_parse_gets_the_contract_error_body(
+    api_url: str, request_bytes: bytes, status: int
+) -> None:
+    answer = exchange(api_url, request_bytes)
+
+    assert answer.status == status, answer
+    assert answer.error()["code"] == "validation_error"
+
+
+def test_a_chunked_body_with_a_garbled_chunk_size_is_a_validation_error_not_a_500(
+    api_url: str, settings: Any
+) -> None:
+    head = post_head(settings, "/v1/credits", "Transfer-Encoding: chunked")
+
+    answer = exchange(api_url, head, [b"zz\r\n{}\r\n0\r\n\r\n"])
+
+    assert answer.status == 400, answer
+    assert answer.error()["code"] == "validation_error"
