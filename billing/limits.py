@@ -10,6 +10,13 @@ identifier_pattern = r"^[A-Za-z0-9._:-]{1,64}\Z"
 # (a chunked body is cut off when it passes this): 413 beyond.
 request_body_size_max_bytes = 4 * 1024 * 1024
 
+# Account metadata (and, in the contract, an operation's) is at most this
+# much as compact JSON in UTF-8 (no spaces: how the client spaced it does not
+# count), and at most this many objects or arrays deep, the metadata object
+# itself the first of them.
+metadata_size_max_bytes = 4 * 1024
+metadata_depth_max = 8
+
 page_size_default = 100
 page_size_max = 500
 
