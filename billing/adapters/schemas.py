@@ -121,7 +121,13 @@ class AccountCreateSchema(StrictSchema):
         metadata={"example": 0},
     )
     metadata = StorableJsonObject(
-        keys=fields.String(), load_default=dict, metadata={"example": {"name": "Alice"}}
+        keys=fields.String(),
+        load_default=dict,
+        metadata={
+            "description": f"any JSON object, at most {limits.metadata_size_max_bytes} bytes as "
+            f"compact JSON and {limits.metadata_depth_max} levels deep (itself the first)",
+            "example": {"name": "Alice"},
+        },
     )
 
 
