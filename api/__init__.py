@@ -16,7 +16,7 @@ from billing import limits, logs
 from billing.adapters.database import cooperate_with_gevent
 from billing.adapters.schemas import ErrorSchema
 from billing.bootstrap import Services
-from billing.config import Settings
+from billing.config import Settings, api_tokens_problem
 
 API_VERSION = "1.0.0"
 API_DESCRIPTION = (
@@ -50,11 +50,9 @@ def refuse_a_streamed_body_over_the_limit() -> None:
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
     settings = settings or Settings.from_env()
-    if not settings.api_tokens:
-        raise RuntimeError(
-            "BILLING_API_TOKENS is empty: set at least one token (comma-separated) "
-            "so the API can authenticate its clients."
-        )
+    problem = api_tokens_problem(settings.api_tokens)
+    if problem:
+        raise RuntimeError(problem)
     logs.configure("api", background=True)
     cooperate_with_gevent()
     app = Flask("billing")

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from billing import limits
-from billing.config import Settings
+from billing.config import Settings, api_tokens_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -197,13 +197,15 @@ def audit() -> None:
 @click.option("--flower-port", default=5555, show_default=True, type=int)
 def up(port: int, concurrency: int, flower_port: int) -> None:
     """Migrate, then run the API, a worker, beat and Flower in the foreground; Ctrl-C stops all."""
+    if Settings.from_env().api_tokens:
+        _require_tokens()
     ctx = click.get_current_context()
     ctx.invoke(migrate)
     os.environ.setdefault("BILLING_LOG_FORMAT", "text")
     _use_metrics_dir(wipe=True)
     env = dict(os.environ)
     if not Settings.from_env().api_tokens:
-        env["BILLING_API_TOKENS"] = secrets.token_urlsafe(24)
+        env["BILLING_API_TOKENS"] = new_api_token()
     if not Settings.from_env().flower_auth:
         env["BILLING_FLOWER_AUTH"] = f"admin:{secrets.token_urlsafe(12)}"
     token = env["BILLING_API_TOKENS"].split(",")[0].strip()
@@ -269,11 +271,14 @@ def _supervise(children: dict[str, subprocess.Popen[bytes]]) -> None:
 
 
 def _require_tokens() -> None:
-    if not Settings.from_env().api_tokens:
-        raise click.ClickException(
-            "BILLING_API_TOKENS is empty: set at least one token (comma-separated), "
-            "e.g. BILLING_API_TOKENS=$(openssl rand -hex 16), so the API can authenticate clients."
-        )
+    problem = api_tokens_problem(Settings.from_env().api_tokens)
+    if problem:
+        raise click.ClickException(problem)
+
+
+def new_api_token() -> str:
+    """A token for a `billing up` session: 32 URL-safe characters (192 random bits)."""
+    return secrets.token_urlsafe(24)
 
 
 from billing.bench import bench, bench_suite  # noqa: E402

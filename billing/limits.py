@@ -20,6 +20,11 @@ metadata_depth_max = 8
 page_size_default = 100
 page_size_max = 500
 
+# An API token shorter than this is refused at start: a bearer token is the
+# only secret between the internet and the ledger, so it must resist guessing
+# (`openssl rand -hex 16` makes 32 characters).
+api_token_length_min_chars = 16
+
 # Requests one API process serves at once (gevent greenlets); more wait in the
 # listen backlog.
 api_connections_per_process = 1000

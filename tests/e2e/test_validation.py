@@ -610,7 +610,7 @@ BAD_AUTHORIZATIONS = [
     pytest.param("Bearer {token}x", id="token_with_a_suffix"),
     pytest.param("Bearer x{token}", id="token_with_a_prefix"),
     pytest.param("Bearer {token_prefix}", id="token_missing_its_last_character"),
-    pytest.param("Bearer {token},second-token", id="two_tokens_joined"),
+    pytest.param("Bearer {token},second-token-of-the-session", id="two_tokens_joined"),
 ]
 
 
