@@ -125,19 +125,24 @@ def beat_args() -> list[str]:
     return ["--scheduler", "celery.beat:Scheduler", "--loglevel", "INFO"]
 
 
-def flower_command(address: str, port: int, auth: str, broker_api: str | None) -> list[str]:
-    command = _python_module(
-        "celery",
-        "-A",
-        "tasks",
-        "flower",
-        f"--address={address}",
-        f"--port={port}",
-        f"--basic-auth={auth}",
+def flower_command(address: str, port: int) -> list[str]:
+    """Flower with no secret in its arguments, which any local user can read (`ps`)."""
+    return _python_module(
+        "celery", "-A", "tasks", "flower", f"--address={address}", f"--port={port}"
     )
-    if broker_api:
-        command.append(f"--broker-api={broker_api}")
-    return command
+
+
+def flower_environment(settings: Settings) -> dict[str, str]:
+    """Flower's login and the broker API's URL (which holds the broker password).
+
+    Flower reads each of its options from a FLOWER_<OPTION> variable too; a
+    process's environment is readable only by its own user, unlike its
+    arguments.
+    """
+    return {
+        "FLOWER_BASIC_AUTH": settings.flower_auth,
+        "FLOWER_BROKER_API": broker_api_url(settings),
+    }
 
 
 def broker_api_url(settings: Settings) -> str:
@@ -159,8 +164,8 @@ def flower(address: str, port: int) -> None:
     """The Flower dashboard of the workers, behind basic auth (BILLING_FLOWER_AUTH)."""
     settings = Settings.from_env()
     _require_flower_auth(settings)
-    command = flower_command(address, port, settings.flower_auth, broker_api_url(settings))
-    os.execv(sys.executable, command)
+    environment = {**os.environ, **flower_environment(settings)}
+    os.execve(sys.executable, flower_command(address, port), environment)
 
 
 def _require_flower_auth(settings: Settings) -> None:
@@ -209,7 +214,6 @@ def up(port: int, concurrency: int, flower_port: int) -> None:
     if not Settings.from_env().flower_auth:
         env["BILLING_FLOWER_AUTH"] = f"admin:{secrets.token_urlsafe(12)}"
     token = env["BILLING_API_TOKENS"].split(",")[0].strip()
-    settings = Settings.from_env()
     commands = {
         "api": api_command("127.0.0.1", port, 2, limits.api_connections_per_process),
         "worker": _python_module(
@@ -223,8 +227,10 @@ def up(port: int, concurrency: int, flower_port: int) -> None:
             "INFO",
         ),
         "beat": _python_module("celery", "-A", "tasks", "beat", *beat_args()),
-        "flower": flower_command(
-            "127.0.0.1", flower_port, env["BILLING_FLOWER_AUTH"], broker_api_url(settings)
+        # `billing flower` hands the login and the broker password to Flower
+        # in its environment, never in its arguments.
+        "flower": _python_module(
+            "billing.cli", "flower", "--address", "127.0.0.1", "--port", str(flower_port)
         ),
     }
     children = {name: subprocess.Popen(cmd, env=env, cwd=ROOT) for name, cmd in commands.items()}
