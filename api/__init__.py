@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, request
 from flask_smorest import Api
 from flask_swagger_ui import get_swaggerui_blueprint
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from api import accounts, health, holds, observability, operations
 from api.auth import require_token
 from api.context import FastJSONProvider
 from api.errors import register_error_handlers
 from api.openapi import ContractPlugin, document_contract, document_pages, ecma_pattern
-from billing import logs
+from billing import limits, logs
 from billing.adapters.database import cooperate_with_gevent
 from billing.adapters.schemas import ErrorSchema
 from billing.bootstrap import Services
-from billing.config import Settings
+from billing.config import Settings, api_tokens_problem
 
 API_VERSION = "1.0.0"
 API_DESCRIPTION = (
@@ -33,13 +34,25 @@ class BillingApi(Api):  # type: ignore[misc]
     ERROR_SCHEMA = ErrorSchema
 
 
+def refuse_a_streamed_body_over_the_limit() -> None:
+    """413 for a body without a Content-Length (chunked) that goes on past the size limit.
+
+    Werkzeug reads such a body up to MAX_CONTENT_LENGTH and stops there without
+    a word, so the cut body would be judged as malformed JSON (422). One byte
+    more from the server's own stream tells whether the body went on.
+    """
+    if request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
+        return
+    body = request.get_data(cache=True)
+    if len(body) >= limits.request_body_size_max_bytes and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
+
+
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
     settings = settings or Settings.from_env()
-    if not settings.api_tokens:
-        raise RuntimeError(
-            "BILLING_API_TOKENS is empty: set at least one token (comma-separated) "
-            "so the API can authenticate its clients."
-        )
+    problem = api_tokens_problem(settings.api_tokens)
+    if problem:
+        raise RuntimeError(problem)
     logs.configure("api", background=True)
     cooperate_with_gevent()
     app = Flask("billing")
@@ -51,7 +64,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         API_SPEC_OPTIONS={"info": {"description": API_DESCRIPTION}},
-        MAX_CONTENT_LENGTH=4 * 1024 * 1024,
+        MAX_CONTENT_LENGTH=limits.request_body_size_max_bytes,
     )
     app.extensions["billing"] = services or Services(settings)
     api = BillingApi(app, spec_kwargs={"extra_plugins": [ContractPlugin()]})
@@ -74,5 +87,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     observability.instrument(app)
     app.before_request(lambda: require_token(settings.api_tokens))
+    app.before_request(refuse_a_streamed_body_over_the_limit)
     register_error_handlers(app)
     return app

@@ -27,15 +27,26 @@ blp = Blueprint("accounts", __name__, url_prefix="/v1/accounts", description="Ac
 class Accounts(MethodView):
     @blp.arguments(AccountCreateSchema())
     @blp.response(201, AccountSchema)
-    @blp.alt_response(200, schema=AccountSchema, description="The account already existed")
+    @blp.alt_response(
+        200,
+        schema=AccountSchema,
+        description="The account already existed with the same currency, limit and metadata",
+    )
     def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
-        """Create an account (idempotent on the same currency and limit)."""
+        """Create an account (idempotent on the same currency, overdraft limit and metadata).
+
+        The same account again (same currency, overdraft limit and metadata; a
+        field left out counts as its default) answers 200 with the account as
+        it stands. Other values for an existing `account_id` answer 409
+        `account_conflict` and change nothing.
+        """
         outcome, row = open_account(NewAccount(**body), services().uow())
         if outcome is Acceptance.conflict:
             raise ApiError(
                 409,
                 "account_conflict",
-                f"account {body['account_id']} exists with another currency or overdraft limit",
+                f"account {body['account_id']} exists with another currency, overdraft limit "
+                "or metadata",
             )
         return views.account_view(row), 201 if outcome is Acceptance.accepted else 200
 

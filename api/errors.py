@@ -14,6 +14,7 @@ from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
+from api.gunicorn_worker import MalformedFraming
 from billing.ports import TransientError
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,12 @@ def handle_unloadable_body(error: Exception) -> ResponseReturnValue:
     raise error  # not the client's body: a bug, left to Flask's 500 handling
 
 
+def handle_malformed_framing(error: Exception) -> ResponseReturnValue:
+    """The body's framing broke while the app read it (gunicorn's answer to the same is a 400)."""
+    log.info("malformed request body: %s", error)
+    return error_response(400, "validation_error", "The request body's framing is malformed.")
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def handle_api_error(error: ApiError) -> ResponseReturnValue:
@@ -130,5 +137,6 @@ def register_error_handlers(app: Flask) -> None:
         )
 
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(MalformedFraming, handle_malformed_framing)
     app.register_error_handler(RecursionError, handle_unloadable_body)
     app.register_error_handler(ValueError, handle_unloadable_body)

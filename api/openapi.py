@@ -40,9 +40,9 @@ _ERRORS: dict[str, tuple[str, str, str, dict[str, Any] | None]] = {
         None,
     ),
     "AccountConflict": (
-        "The account exists with another currency or overdraft limit",
+        "The account exists with another currency, overdraft limit or metadata",
         "account_conflict",
-        "account alice exists with another currency or overdraft limit",
+        "account alice exists with another currency, overdraft limit or metadata",
         None,
     ),
     "ValidationError": (

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from billing import limits
-from billing.config import Settings
+from billing.config import Settings, api_tokens_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,8 +53,10 @@ def api_command(host: str, port: int, workers: int, connections: int) -> list[st
         # With a thread per request, the threads' switches and their contention
         # for the GIL took a third of the API's CPU under load (commit
         # 629ba8e); psycopg2 and the broker connection wait cooperatively.
+        # gunicorn's gevent worker, answering what it cannot parse with the
+        # contract's error body rather than an HTML page.
         "--worker-class",
-        "gevent",
+        "api.gunicorn_worker.JsonErrorGeventWorker",
         "--worker-connections",
         str(connections),
         "--timeout",
@@ -123,19 +125,24 @@ def beat_args() -> list[str]:
     return ["--scheduler", "celery.beat:Scheduler", "--loglevel", "INFO"]
 
 
-def flower_command(address: str, port: int, auth: str, broker_api: str | None) -> list[str]:
-    command = _python_module(
-        "celery",
-        "-A",
-        "tasks",
-        "flower",
-        f"--address={address}",
-        f"--port={port}",
-        f"--basic-auth={auth}",
+def flower_command(address: str, port: int) -> list[str]:
+    """Flower with no secret in its arguments, which any local user can read (`ps`)."""
+    return _python_module(
+        "celery", "-A", "tasks", "flower", f"--address={address}", f"--port={port}"
     )
-    if broker_api:
-        command.append(f"--broker-api={broker_api}")
-    return command
+
+
+def flower_environment(settings: Settings) -> dict[str, str]:
+    """Flower's login and the broker API's URL (which holds the broker password).
+
+    Flower reads each of its options from a FLOWER_<OPTION> variable too; a
+    process's environment is readable only by its own user, unlike its
+    arguments.
+    """
+    return {
+        "FLOWER_BASIC_AUTH": settings.flower_auth,
+        "FLOWER_BROKER_API": broker_api_url(settings),
+    }
 
 
 def broker_api_url(settings: Settings) -> str:
@@ -157,8 +164,8 @@ def flower(address: str, port: int) -> None:
     """The Flower dashboard of the workers, behind basic auth (BILLING_FLOWER_AUTH)."""
     settings = Settings.from_env()
     _require_flower_auth(settings)
-    command = flower_command(address, port, settings.flower_auth, broker_api_url(settings))
-    os.execv(sys.executable, command)
+    environment = {**os.environ, **flower_environment(settings)}
+    os.execve(sys.executable, flower_command(address, port), environment)
 
 
 def _require_flower_auth(settings: Settings) -> None:
@@ -195,17 +202,18 @@ def audit() -> None:
 @click.option("--flower-port", default=5555, show_default=True, type=int)
 def up(port: int, concurrency: int, flower_port: int) -> None:
     """Migrate, then run the API, a worker, beat and Flower in the foreground; Ctrl-C stops all."""
+    if Settings.from_env().api_tokens:
+        _require_tokens()
     ctx = click.get_current_context()
     ctx.invoke(migrate)
     os.environ.setdefault("BILLING_LOG_FORMAT", "text")
     _use_metrics_dir(wipe=True)
     env = dict(os.environ)
     if not Settings.from_env().api_tokens:
-        env["BILLING_API_TOKENS"] = secrets.token_urlsafe(24)
+        env["BILLING_API_TOKENS"] = new_api_token()
     if not Settings.from_env().flower_auth:
         env["BILLING_FLOWER_AUTH"] = f"admin:{secrets.token_urlsafe(12)}"
     token = env["BILLING_API_TOKENS"].split(",")[0].strip()
-    settings = Settings.from_env()
     commands = {
         "api": api_command("127.0.0.1", port, 2, limits.api_connections_per_process),
         "worker": _python_module(
@@ -219,8 +227,10 @@ def up(port: int, concurrency: int, flower_port: int) -> None:
             "INFO",
         ),
         "beat": _python_module("celery", "-A", "tasks", "beat", *beat_args()),
-        "flower": flower_command(
-            "127.0.0.1", flower_port, env["BILLING_FLOWER_AUTH"], broker_api_url(settings)
+        # `billing flower` hands the login and the broker password to Flower
+        # in its environment, never in its arguments.
+        "flower": _python_module(
+            "billing.cli", "flower", "--address", "127.0.0.1", "--port", str(flower_port)
         ),
     }
     children = {name: subprocess.Popen(cmd, env=env, cwd=ROOT) for name, cmd in commands.items()}
@@ -267,11 +277,14 @@ def _supervise(children: dict[str, subprocess.Popen[bytes]]) -> None:
 
 
 def _require_tokens() -> None:
-    if not Settings.from_env().api_tokens:
-        raise click.ClickException(
-            "BILLING_API_TOKENS is empty: set at least one token (comma-separated), "
-            "e.g. BILLING_API_TOKENS=$(openssl rand -hex 16), so the API can authenticate clients."
-        )
+    problem = api_tokens_problem(Settings.from_env().api_tokens)
+    if problem:
+        raise click.ClickException(problem)
+
+
+def new_api_token() -> str:
+    """A token for a `billing up` session: 32 URL-safe characters (192 random bits)."""
+    return secrets.token_urlsafe(24)
 
 
 from billing.bench import bench, bench_suite  # noqa: E402

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from billing import limits
+
 DATABASE_URL_DEFAULT = "postgresql+psycopg2://postgres@127.0.0.1:5432/billing"
 BROKER_URL_DEFAULT = "amqp://guest:guest@127.0.0.1:5672//"
 
@@ -32,3 +34,21 @@ class Settings:
     def amqp_name(self, name: str) -> str:
         """An exchange or queue name with the deployment's prefix (`acme.billing.events`)."""
         return f"{self.amqp_prefix}.{name}" if self.amqp_prefix else name
+
+
+def api_tokens_problem(tokens: tuple[str, ...]) -> str | None:
+    """Why the API must not start with these tokens (never quoting them), or None."""
+    if not tokens:
+        return (
+            "BILLING_API_TOKENS is empty: set at least one token (comma-separated), "
+            "e.g. BILLING_API_TOKENS=$(openssl rand -hex 16), so the API can authenticate clients."
+        )
+    length_min = limits.api_token_length_min_chars
+    short = sum(len(token) < length_min for token in tokens)
+    if short:
+        return (
+            f"BILLING_API_TOKENS has {short} of {len(tokens)} tokens shorter than "
+            f"{length_min} characters: each must be at least {length_min} characters, "
+            "so it cannot be guessed, e.g. $(openssl rand -hex 16)."
+        )
+    return None

@@ -6,8 +6,24 @@ overdraft_limit_max = 10**15
 identifier_length_max = 64
 identifier_pattern = r"^[A-Za-z0-9._:-]{1,64}\Z"
 
+# The largest request body the API reads, with or without a Content-Length
+# (a chunked body is cut off when it passes this): 413 beyond.
+request_body_size_max_bytes = 4 * 1024 * 1024
+
+# Account metadata (and, in the contract, an operation's) is at most this
+# much as compact JSON in UTF-8 (no spaces: how the client spaced it does not
+# count), and at most this many objects or arrays deep, the metadata object
+# itself the first of them.
+metadata_size_max_bytes = 4 * 1024
+metadata_depth_max = 8
+
 page_size_default = 100
 page_size_max = 500
+
+# An API token shorter than this is refused at start: a bearer token is the
+# only secret between the internet and the ledger, so it must resist guessing
+# (`openssl rand -hex 16` makes 32 characters).
+api_token_length_min_chars = 16
 
 # Requests one API process serves at once (gevent greenlets); more wait in the
 # listen backlog.

@@ -26,6 +26,25 @@ current_operation_id: contextvars.ContextVar[str | None] = contextvars.ContextVa
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
+# A record is one line, whatever text from a client it carries (a decoded
+# `%0a` in a path would otherwise start a forged line): the control
+# characters (C0, DEL, C1) and Unicode's line and paragraph separators are
+# written as escapes. In text lines a backslash is doubled too, so an escape
+# written here is told from the same characters sent by a client.
+_CONTROLS = [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]
+_TEXT_ESCAPES = {
+    **{code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" for code in _CONTROLS},
+    **{ord("\\"): "\\\\", ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"},
+}
+# The standard library's JSON already escapes C0 (and the backslash); not DEL,
+# C1 or the separators, which some readers take for line breaks.
+_JSON_ESCAPES = {code: f"\\u{code:04x}" for code in _CONTROLS if code >= 0x7F}
+
+
+def one_line(text: str) -> str:
+    """The text with its line breaks and other control characters written as escapes."""
+    return text.translate(_TEXT_ESCAPES)
+
 
 class JsonFormatter(logging.Formatter):
     def __init__(self, component: str) -> None:
@@ -50,17 +69,18 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
             line["exception"] = record.exc_text
-        return json.dumps(line, ensure_ascii=False)
+        return json.dumps(line, ensure_ascii=False).translate(_JSON_ESCAPES)
 
 
 class TextFormatter(logging.Formatter):
     def __init__(self, component: str) -> None:
         super().__init__(f"%(asctime)s %(levelname)s {component} %(name)s: %(message)s")
 
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The line before any traceback, escaped; the traceback keeps its own lines."""
+        text = super().formatMessage(record)
         operation_id = getattr(record, "operation_id", None) or current_operation_id.get()
-        return f"{text} [operation_id={operation_id}]" if operation_id else text
+        return one_line(f"{text} [operation_id={operation_id}]" if operation_id else text)
 
 
 def make_formatter(component: str) -> logging.Formatter:

@@ -424,14 +424,45 @@ def accept_and_enqueue(
 
 
 def open_account(account: NewAccount, uow: UnitOfWork) -> tuple[Acceptance, dict[str, Any]]:
-    """Create an account; a repeat with the same currency and limit is not an error."""
+    """Create an account; a repeat with the same currency, limit and metadata is not an error.
+
+    Other metadata is a conflict like another currency: answering 200 would
+    tell the client its metadata was stored when the old one was kept.
+    """
     with uow:
         row, created = uow.create_account(account)
         uow.commit()
     if created:
         return Acceptance.accepted, row
-    same = row["currency"] == account.currency and row["overdraft_limit"] == account.overdraft_limit
+    same = (
+        row["currency"] == account.currency
+        and row["overdraft_limit"] == account.overdraft_limit
+        and same_json(row["metadata"], account.metadata)
+    )
     return (Acceptance.repeated if same else Acceptance.conflict), row
+
+
+def same_json(stored: Any, given: Any) -> bool:
+    """Whether two JSON values are the same: objects in any key order, numbers by value.
+
+    jsonb gives a number back in its own notation (1e20 as 100000000000000000000,
+    1.5e300 with all its digits), so numbers compare as values, as floats when
+    either is one; `true` is not `1`, though Python's `==` says it is.
+    """
+    if isinstance(stored, bool) or isinstance(given, bool):
+        return stored is given
+    if isinstance(stored, dict) and isinstance(given, dict):
+        return stored.keys() == given.keys() and all(same_json(stored[k], given[k]) for k in stored)
+    if isinstance(stored, list) and isinstance(given, list):
+        return len(stored) == len(given) and all(map(same_json, stored, given))
+    if isinstance(stored, int | float) and isinstance(given, int | float):
+        if isinstance(stored, float) or isinstance(given, float):
+            try:
+                return float(stored) == float(given)
+            except OverflowError:  # an integer beyond any float cannot equal one
+                return False
+        return stored == given
+    return type(stored) is type(given) and stored == given
 
 
 def publish_events(message_ids: list[str], uow: UnitOfWork, publisher: EventPublisher) -> int:

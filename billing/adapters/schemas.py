@@ -10,6 +10,7 @@ silently ignored where money moves.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any
@@ -57,26 +58,24 @@ def amount(**kwargs: Any) -> StrictInteger:
     )
 
 
-# Deeper metadata is refused: it would only reach the recursion limits of the
-# JSON encoder and PostgreSQL's jsonb, which answer with errors, not values.
-metadata_depth_max = 32
-
-
 class StorableJsonObject(fields.Dict):
-    """A JSON object that PostgreSQL's jsonb can store and give back unchanged.
+    """A JSON object within the metadata limits, which PostgreSQL's jsonb can store unchanged.
 
-    jsonb refuses NaN and infinity, the NUL character and unpaired surrogates,
-    and every one of them must be a 422 here rather than a 500 at the insert.
+    At most `metadata_depth_max` deep and `metadata_size_max_bytes` as compact
+    JSON. jsonb refuses NaN and infinity, the NUL character and unpaired
+    surrogates, and every one of them must be a 422 here rather than a 500 at
+    the insert.
     """
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         loaded = super()._deserialize(value, attr, data, **kwargs)
+        depth_max = limits.metadata_depth_max
         # Walked with an explicit stack: recursion is what deep input must not exhaust.
         pending: list[tuple[Any, int]] = [(loaded, 1)]
         while pending:
             item, depth = pending.pop()
-            if isinstance(item, dict | list) and depth > metadata_depth_max:
-                raise ValidationError(f"Must not be nested more than {metadata_depth_max} deep.")
+            if isinstance(item, dict | list) and depth > depth_max:
+                raise ValidationError(f"Must not be nested more than {depth_max} deep.")
             if isinstance(item, dict):
                 pending.extend((key, depth) for key in item)
                 pending.extend((child, depth + 1) for child in item.values())
@@ -86,6 +85,11 @@ class StorableJsonObject(fields.Dict):
                 raise ValidationError("Must not contain NaN or infinity.")
             elif isinstance(item, str) and not _storable_text(item):
                 raise ValidationError("Text must be valid Unicode without NUL characters.")
+        compact = json.dumps(loaded, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(compact) > limits.metadata_size_max_bytes:
+            raise ValidationError(
+                f"Must be at most {limits.metadata_size_max_bytes} bytes as compact JSON."
+            )
         return loaded
 
 
@@ -117,7 +121,13 @@ class AccountCreateSchema(StrictSchema):
         metadata={"example": 0},
     )
     metadata = StorableJsonObject(
-        keys=fields.String(), load_default=dict, metadata={"example": {"name": "Alice"}}
+        keys=fields.String(),
+        load_default=dict,
+        metadata={
+            "description": f"any JSON object, at most {limits.metadata_size_max_bytes} bytes as "
+            f"compact JSON and {limits.metadata_depth_max} levels deep (itself the first)",
+            "example": {"name": "Alice"},
+        },
     )
 
 

@@ -66,7 +66,7 @@ def test_creating_the_same_account_again_answers_200_with_the_existing_account(
     assert again.json() == first.json()
 
 
-def test_repeat_with_other_metadata_answers_200_and_keeps_the_original_metadata(
+def test_repeat_with_other_metadata_is_refused_with_account_conflict_and_keeps_the_original(
     client: Client, new_id: Any
 ) -> None:
     account_id = new_id("alice")
@@ -74,9 +74,25 @@ def test_repeat_with_other_metadata_answers_200_and_keeps_the_original_metadata(
     again = client.post(
         "/v1/accounts", {"account_id": account_id, "currency": "USD", "metadata": {"b": 2}}
     )
-    assert again.status_code == 200, again.text
-    assert again.json()["metadata"] == {"a": 1}
+    assert_error(again, 409, "account_conflict")
     assert client.account(account_id)["metadata"] == {"a": 1}
+
+
+def test_repeat_with_the_same_metadata_in_another_key_order_answers_200(
+    client: Client, new_id: Any
+) -> None:
+    account_id = new_id("alice")
+    metadata = {"name": "Alice", "tags": ["a", "b"], "limits": {"daily": 10, "rate": 1.5}}
+    first = client.post(
+        "/v1/accounts", {"account_id": account_id, "currency": "USD", "metadata": metadata}
+    )
+    reordered = {"limits": {"rate": 1.5, "daily": 10}, "tags": ["a", "b"], "name": "Alice"}
+    again = client.post(
+        "/v1/accounts", {"metadata": reordered, "currency": "USD", "account_id": account_id}
+    )
+    assert first.status_code == 201, first.text
+    assert again.status_code == 200, again.text
+    assert again.json() == first.json()
 
 
 def test_repeat_answers_200_with_current_balances_not_the_ones_at_creation(
@@ -98,12 +114,22 @@ def test_repeat_answers_200_with_current_balances_not_the_ones_at_creation(
         pytest.param({"overdraft_limit": 0}, id="overdraft_limit_back_to_zero"),
         pytest.param({"overdraft_limit": None}, id="overdraft_limit_left_out"),
         pytest.param({"currency": "EUR", "overdraft_limit": 0}, id="both_different"),
+        pytest.param({"metadata": {"tier": "silver"}}, id="other_metadata"),
+        pytest.param({"metadata": {"tier": "gold", "extra": 1}}, id="metadata_with_a_key_more"),
+        pytest.param({"metadata": {"tier": ["gold"]}}, id="metadata_value_of_another_type"),
+        pytest.param({"metadata": {}}, id="empty_metadata"),
+        pytest.param({"metadata": None}, id="metadata_left_out"),
     ],
 )
 def test_same_account_id_with_other_values_is_refused_with_account_conflict(
     client: Client, new_id: Any, changes: dict[str, Any]
 ) -> None:
-    original = {"account_id": new_id("alice"), "currency": "USD", "overdraft_limit": 500}
+    original = {
+        "account_id": new_id("alice"),
+        "currency": "USD",
+        "overdraft_limit": 500,
+        "metadata": {"tier": "gold"},
+    }
     created = client.post("/v1/accounts", original)
     assert created.status_code == 201, created.text
     other = {k: v for k, v in {**original, **changes}.items() if v is not None}

@@ -46,7 +46,7 @@ def faulty_stack() -> Any:
     settings = Settings(
         database_url=postgres.url,
         broker_url=rabbit.url,
-        api_tokens=(f"fault-{suffix}",),
+        api_tokens=(f"fault-token-{suffix}",),
         amqp_prefix=f"fault{suffix}",
     )
     processes: list[stack.Process] = []

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import pytest
+import requests
 from flask.testing import FlaskClient
 
 from api import create_app
 from billing.config import Settings
+from tests.support import stack
 
 
 class Lines(logging.Handler):
@@ -82,3 +86,38 @@ def test_at_debug_every_request_is_logged(
         ("GET /healthz 200", logging.DEBUG),
         ("GET /v1/operations/x 401", logging.INFO),
     ]
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
+def test_a_decoded_path_cannot_forge_a_line_of_the_text_log(settings: Settings) -> None:
+    port = stack.free_port()
+    env = {**stack.environment(settings), "BILLING_LOG_FORMAT": "text"}
+    command = [sys.executable, "-m", "billing.cli", "api", "--port", str(port), "--workers", "1"]
+    api = stack.Process(f"api-text-{settings.amqp_prefix}", command, env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        stack.wait_until(lambda: answers(f"{base}/healthz"), 30, "the API to start")
+        forged = "2026-01-01 00:00:00,000 INFO api billing.api: GET /v1/admin 200"
+        path = "/v1/operations/x" + quote(f"\n{forged}\r\u2028")
+        token = {"Authorization": f"Bearer {settings.api_tokens[0]}"}
+        assert requests.get(base + path, headers=token, timeout=10).status_code == 404
+
+        def logged() -> list[str]:
+            return [
+                line
+                for line in api.log_path.read_text(errors="replace").split("\n")
+                if "GET /v1/operations/x" in line
+            ]
+
+        stack.wait_until(logged, 10, "the request's log line")
+    finally:
+        api.stop()
+    (line,) = logged()
+    assert line.endswith(" 404") and "\\n2026-01-01" in line, line
+    assert not any(line.startswith(forged) for line in api.log_path.read_text().split("\n"))

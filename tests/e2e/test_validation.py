@@ -390,7 +390,18 @@ BAD_METADATA = [
     pytest.param('{"a\\u0000b": 1}', id="nul_in_a_key"),
     pytest.param('{"list": [["x\\u0000"]]}', id="nul_deep_in_a_list"),
     pytest.param('{"note": "\\ud800"}', id="unpaired_surrogate"),
-    pytest.param('{"a": ' * 33 + "1" + "}" * 33, id="nested_33_deep"),
+    pytest.param(
+        '{"a": ' * limits.metadata_depth_max + "{}" + "}" * limits.metadata_depth_max,
+        id="one_level_too_deep",
+    ),
+    pytest.param(
+        '{"a": ' + "[" * limits.metadata_depth_max + "]" * limits.metadata_depth_max + "}",
+        id="lists_too_deep",
+    ),
+    pytest.param(
+        '{"note": "' + "x" * limits.metadata_size_max_bytes + '"}', id="over_the_size_limit"
+    ),
+    pytest.param('{"note": "' + "x" * 4_000_000 + '"}', id="4_mb"),
 ]
 
 
@@ -405,11 +416,12 @@ def test_account_with_metadata_jsonb_cannot_store_is_refused_and_not_created(
     assert_account_not_recorded(client, engine, body)
 
 
-def test_account_with_rich_metadata_nested_32_deep_is_created_and_read_back_unchanged(
+def test_account_with_rich_metadata_at_the_depth_limit_is_created_and_read_back_unchanged(
     client: Client, new_id: Any
 ) -> None:
     nested: Any = "bottom"
-    for _ in range(31):
+    # The metadata object is the first level, "nested" the second.
+    for _ in range(limits.metadata_depth_max - 1):
         nested = {"level": nested}
     metadata = {
         "nested": nested,
@@ -421,6 +433,19 @@ def test_account_with_rich_metadata_nested_32_deep_is_created_and_read_back_unch
     response = client.post("/v1/accounts", body)
     assert response.status_code == 201, response.text
     assert response.json()["metadata"] == metadata
+    assert client.account(body["account_id"])["metadata"] == metadata
+
+
+def test_account_with_metadata_of_the_size_limit_as_compact_json_is_created(
+    client: Client, new_id: Any
+) -> None:
+    # Sent with spaces, which do not count: {"note":"…"} is the limit exactly.
+    overhead = len('{"note":""}')
+    metadata = {"note": "x" * (limits.metadata_size_max_bytes - overhead)}
+    body = {**account_body(new_id), "metadata": metadata}
+    data = json.dumps(body, indent=4)
+    response = raw(client, "POST", "/v1/accounts", data=data, headers=JSON_HEADERS)
+    assert response.status_code == 201, response.text
     assert client.account(body["account_id"])["metadata"] == metadata
 
 
@@ -585,7 +610,7 @@ BAD_AUTHORIZATIONS = [
     pytest.param("Bearer {token}x", id="token_with_a_suffix"),
     pytest.param("Bearer x{token}", id="token_with_a_prefix"),
     pytest.param("Bearer {token_prefix}", id="token_missing_its_last_character"),
-    pytest.param("Bearer {token},second-token", id="two_tokens_joined"),
+    pytest.param("Bearer {token},second-token-of-the-session", id="two_tokens_joined"),
 ]
 
 

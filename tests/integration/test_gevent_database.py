@@ -100,7 +100,7 @@ def test_the_api_built_in_a_gevent_process_waits_through_gevent() -> None:
         text=True,
         timeout=60,
         check=False,
-        env={**os.environ, "BILLING_API_TOKENS": "probe-token"},
+        env={**os.environ, "BILLING_API_TOKENS": "probe-token-long-enough"},
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "True"

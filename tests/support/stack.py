@@ -45,7 +45,7 @@ def make_settings() -> Settings:
     return Settings(
         database_url=database,
         broker_url=base.broker_url,
-        api_tokens=(f"test-token-{suffix}", "second-token"),
+        api_tokens=(f"test-token-{suffix}", "second-token-of-the-session"),
         amqp_prefix=f"test{suffix}",
         flower_auth="admin:secret",
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -16,7 +17,6 @@ from billing.adapters.schemas import (
     PageQuerySchema,
     TransferSchema,
     WaitQuerySchema,
-    metadata_depth_max,
 )
 
 CREDIT = {"operation_id": "op-1", "account_id": "alice", "amount": 100}
@@ -187,8 +187,10 @@ def nested_lists(depth: int) -> list[Any]:
         pytest.param({"a\x00": 1}, id="nul_in_a_key"),
         pytest.param({"list": [[{"deep": "\x00"}]]}, id="nul_deep_inside_lists"),
         pytest.param({"note": "\ud800"}, id="unpaired_surrogate"),
-        pytest.param(nested(metadata_depth_max + 1), id="one_level_too_deep"),
-        pytest.param({"l": nested_lists(metadata_depth_max)}, id="lists_count_as_levels_too"),
+        pytest.param(nested(limits.metadata_depth_max + 1), id="one_level_too_deep"),
+        pytest.param(
+            {"l": nested_lists(limits.metadata_depth_max)}, id="lists_count_as_levels_too"
+        ),
         pytest.param([], id="a_list_not_an_object"),
     ],
 )
@@ -197,9 +199,32 @@ def test_metadata_that_jsonb_cannot_store_is_refused(metadata: Any) -> None:
     assert refused_fields(AccountCreateSchema(), body) == {"metadata"}
 
 
+def metadata_of_size(size_bytes: int) -> dict[str, Any]:
+    """Metadata whose compact JSON is exactly this many bytes of UTF-8 (a 4-byte emoji included)."""
+    metadata = {"note": "😀"}
+    overhead = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
+    return {"note": "😀" + "x" * (size_bytes - overhead)}
+
+
+def test_metadata_of_the_size_limit_as_compact_json_loads() -> None:
+    metadata = metadata_of_size(limits.metadata_size_max_bytes)
+    body = {"account_id": "a", "currency": "USD", "metadata": metadata}
+    assert AccountCreateSchema().load(body)["metadata"] == metadata
+
+
+@pytest.mark.parametrize(
+    "size_bytes",
+    [limits.metadata_size_max_bytes + 1, 4 * 1024 * 1024],
+    ids=["one_byte_over", "4_mb"],
+)
+def test_metadata_over_the_size_limit_as_compact_json_is_refused(size_bytes: int) -> None:
+    body = {"account_id": "a", "currency": "USD", "metadata": metadata_of_size(size_bytes)}
+    assert refused_fields(AccountCreateSchema(), body) == {"metadata"}
+
+
 def test_metadata_nested_to_the_limit_with_any_json_values_loads() -> None:
     metadata = {
-        "deep": nested(metadata_depth_max - 1),
+        "deep": nested(limits.metadata_depth_max - 1),
         "values": [1, -2.5, 10**30, True, None, "😀 ✓"],
     }
     body = {"account_id": "a", "currency": "USD", "metadata": metadata}
