@@ -7,6 +7,7 @@ sides of the broker.
 
 from __future__ import annotations
 
+from amqp.exceptions import AMQPError
 from celery import Celery
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
@@ -49,7 +50,10 @@ class TaskQueue:
                 retry=True,
                 retry_policy=ENQUEUE_RETRY_POLICY,
             )
-        except (BrokerOperationalError, OSError) as error:
+        except (BrokerOperationalError, AMQPError, OSError) as error:
+            # AMQPError: the broker refused the channel or a declaration (a
+            # 541 internal error seen when its dead-lettering had crashed):
+            # unavailable as far as the client can tell, so a 503, not a 500.
             raise TransientError(f"broker unavailable: {error}") from error
 
     def broker_reachable(self) -> bool:
