@@ -11,7 +11,7 @@ from api.auth import require_token
 from api.context import FastJSONProvider
 from api.errors import register_error_handlers
 from api.openapi import ContractPlugin, document_contract, document_pages, ecma_pattern
-from billing import logs
+from billing import limits, logs
 from billing.adapters.database import cooperate_with_gevent
 from billing.adapters.schemas import ErrorSchema
 from billing.bootstrap import Services
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         API_SPEC_OPTIONS={"info": {"description": API_DESCRIPTION}},
-        MAX_CONTENT_LENGTH=4 * 1024 * 1024,
+        MAX_CONTENT_LENGTH=limits.request_body_bytes_max,
     )
     app.extensions["billing"] = services or Services(settings)
     api = BillingApi(app, spec_kwargs={"extra_plugins": [ContractPlugin()]})
