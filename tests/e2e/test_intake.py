@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import zlib
 from typing import Any
 
@@ -11,6 +12,7 @@ from kombu import Connection, Exchange, Producer, Queue
 
 from billing import limits
 from billing.config import Settings
+from tests.support import stack
 from tests.support.stack import Client, EventLog, wait_until
 
 
@@ -184,6 +186,20 @@ def test_an_intake_message_reusing_an_id_with_another_body_is_rejected(
     assert any(d.get("operation_id") == credit for d in dead)
 
 
+def publish_all(settings: Settings, bodies: list[bytes]) -> None:
+    exchange = Exchange(settings.amqp_name("billing.requests"), type="direct", durable=True)
+    with Connection(settings.broker_url, transport_options={"confirm_publish": True}) as connection:
+        producer = Producer(connection.channel())
+        for body in bodies:
+            producer.publish(
+                body,
+                exchange=exchange,
+                routing_key="operation",
+                content_type="application/json",
+                delivery_mode=2,
+            )
+
+
 def publish_with(settings: Settings, body: bytes, **properties: Any) -> None:
     """Publish with AMQP properties of the test's choosing (headers, content encoding)."""
     exchange = Exchange(settings.amqp_name("billing.requests"), type="direct", durable=True)
@@ -232,20 +248,46 @@ def assert_intake_applies(settings: Settings, client: Client, new_id: Any) -> No
     assert client.wait(good, may_be_unknown=True)["status"] == "succeeded"
 
 
-def test_an_array_nested_1000_deep_is_rejected_and_the_intake_goes_on(
+def test_arrays_nested_about_1000_deep_are_rejected_and_the_intake_goes_on(
     settings: Settings, client: Client, events: EventLog, workers: Any, new_id: Any
 ) -> None:
-    # Each message is unique (the marker in a string at the bottom), so the
-    # event and the dead letter found are this test's.
+    # Near 1,000 levels Python's json reads an array it cannot write back
+    # (the writer runs deeper in the stack): at some depth of this range the
+    # rejection event that embedded the parsed message raised RecursionError
+    # inside the consumer and stopped the worker. A marker in a string at the
+    # bottom makes each message and its event this test's own.
     marker = new_id("deep")
-    body = b"[" * 1000 + json.dumps(marker).encode() + b"]" * 1000
-    publish(settings, body)
-    event = wait_rejected(events, lambda b: marker in b["message"], "the deep array")
-    assert event["error"]["code"] == "validation_error"
-    assert event["message"] == body.decode()
-    assert event["message_truncated"] is False
-    assert "64 levels" in event["error"]["details"]["_body"][0]
-    wait_dead(settings, body, "the deep array")
+    bodies = {
+        f"{marker}/{depth}": b"[" * depth + json.dumps(f"{marker}/{depth}").encode() + b"]" * depth
+        for depth in range(900, 1001)
+    }
+    publish_all(settings, list(bodies.values()))
+    rejected: dict[str, dict[str, Any]] = {}
+
+    def all_rejected() -> bool:
+        events.drain()
+        for m in events.messages:
+            text = m["body"].get("message") if m["routing_key"] == "request.rejected" else None
+            if isinstance(text, str) and marker in text:
+                rejected[text.strip("[]").strip('"')] = m["body"]
+        return set(rejected) == set(bodies)
+
+    wait_until(all_rejected, 60, "a request.rejected event for every deep array")
+    for label, body in bodies.items():
+        event = rejected[label]
+        assert event["error"]["code"] == "validation_error"
+        assert "64 levels" in event["error"]["details"]["_body"][0]
+        assert event["message"] == body.decode()
+        assert event["message_truncated"] is False
+    dead: list[bytes] = []
+    wait_until(
+        lambda: bool(
+            dead.extend(take_dead_requests(settings)) or set(bodies.values()) <= set(dead)
+        ),
+        60,
+        "every deep array in billing.requests.dead",
+        interval_s=0.3,
+    )
     assert_intake_applies(settings, client, new_id)
     assert all(worker.alive() for worker in workers.processes)
 
@@ -297,3 +339,47 @@ def test_a_compressed_message_is_refused_without_being_decompressed(
     assert client.get(f"/v1/operations/{credit}").status_code == 404
     assert client.account(account)["posted"] == 0
     assert_intake_applies(settings, client, new_id)
+
+
+BUGGED_INTAKE = stack.ROOT / "tests" / "support" / "bugged_intake"
+
+
+def test_a_bug_while_handling_one_message_parks_it_and_the_intake_goes_on(
+    settings: Settings, client: Client, events: EventLog, workers: Any, new_id: Any
+) -> None:
+    # The session's workers make way for one whose intake raises for a marked
+    # message (tests/support/bugged_intake); they are started again after.
+    for process in workers.processes:
+        process.terminate()
+    for process in workers.processes:
+        process.stop()
+    workers.processes.clear()
+    pythonpath = os.pathsep.join([str(BUGGED_INTAKE), str(stack.ROOT)])
+    bugged = stack.start_worker(settings, "bugged", extra_env={"PYTHONPATH": pythonpath})
+    try:
+        account = new_id("bug")
+        client.create_account(account)
+        doomed = new_id("doomed")
+        body = json.dumps(
+            {
+                "type": "credit",
+                "operation_id": doomed,
+                "account_id": account,
+                "amount": 5,
+                "note": "force a bug",
+            }
+        ).encode()
+        publish(settings, body)
+        wait_dead(settings, body, "the message whose handling raised")
+        assert_intake_applies(settings, client, new_id)
+        assert bugged.alive()
+        log = bugged.log_path.read_text(errors="replace")
+        assert "handling a message failed" in log and "a bug forced by the test" in log
+        scraped = client.get("/metrics").text
+        assert 'billing_intake_messages_parked_total{reason="error"} 1.0' in scraped
+        assert client.get(f"/v1/operations/{doomed}").status_code == 404
+        assert client.account(account)["posted"] == 0
+    finally:
+        bugged.stop()
+        for _ in range(3):
+            workers.start()
