@@ -3,8 +3,11 @@
 A consumer bootstep in the worker's main process validates each message with
 the same schemas as the HTTP API. A valid one is handed to the
 `submit_request` task (confirmed publish, then ack), which records and
-applies it like an HTTP request. An invalid one is answered with a
-`request.rejected` event and rejected to `billing.requests.dead`.
+applies it like an HTTP request. An invalid one (not JSON, larger than
+`intake_message_bytes_max`, nested deeper than `json_depth_max`, a key given
+twice, a bad field, ...) is answered with a `request.rejected` event and
+rejected to `billing.requests.dead`. No message stops the consumer: see
+`RequestIntake`.
 """
 
 from __future__ import annotations
@@ -84,6 +87,11 @@ class IntakeMessage(AmqpMessage):  # type: ignore[misc]
     1 MB zlib message could take a gigabyte of the worker's memory. The
     intake takes plain JSON only, so the header is taken off (and kept as
     `compression`) and the message is refused like any other that is not JSON.
+
+    Set as the `Message` class of the intake's own channel, which kombu's
+    pyamqp transport builds each delivered message with (kombu 5.5 to 5.7);
+    tests/e2e/test_intake.py sends a compressed message and fails if kombu
+    inflates it again.
     """
 
     def __init__(self, msg: Any, channel: Any = None, **kwargs: Any) -> None:

@@ -112,3 +112,11 @@ def test_a_broker_outage_while_handling_a_message_gives_it_back() -> None:
     intake_step().on_message(message)
     assert message.settled == ["requeued"]
     assert parked("error") == before
+
+
+def test_a_message_kombu_could_not_read_is_parked_and_counted() -> None:
+    message = FakeMessage(RuntimeError("unused"))
+    before = parked("unreadable")
+    intake_step().on_unreadable(message, ValueError("a header kombu cannot use"))
+    assert message.settled == ["rejected"]
+    assert parked("unreadable") == before + 1
