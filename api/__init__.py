@@ -44,7 +44,7 @@ def refuse_a_streamed_body_over_the_limit() -> None:
     if request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
         return
     body = request.get_data(cache=True)
-    if len(body) >= limits.request_body_size_max_bytes and request.environ["wsgi.input"].read(1):
+    if len(body) >= limits.request_body_bytes_max and request.environ["wsgi.input"].read(1):
         raise RequestEntityTooLarge()
 
 
@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         API_SPEC_OPTIONS={"info": {"description": API_DESCRIPTION}},
-        MAX_CONTENT_LENGTH=limits.request_body_size_max_bytes,
+        MAX_CONTENT_LENGTH=limits.request_body_bytes_max,
     )
     app.extensions["billing"] = services or Services(settings)
     api = BillingApi(app, spec_kwargs={"extra_plugins": [ContractPlugin()]})

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import RAISE
 
+from api.bodies import Blueprint
 from api.context import path_identifier, services
 from api.errors import ApiError
 from billing.adapters import views

@@ -10,8 +10,7 @@ from flask import Response, current_app
 from flask.json.provider import DefaultJSONProvider
 
 from api.errors import validation_error
-from billing import limits
-from billing.adapters import jsoncodec
+from billing import limits, untrusted_json
 from billing.bootstrap import Services
 
 _IDENTIFIER = re.compile(limits.identifier_pattern)
@@ -42,13 +41,15 @@ def json_response(body: Any, status: int) -> Response:
 
 
 class FastJSONProvider(DefaultJSONProvider):
-    """Flask's JSON with orjson underneath, for request bodies and compact answers.
+    """Flask's JSON: compact answers with orjson underneath, strict request bodies.
 
     A batch's answer holds up to a thousand operations, and the standard
     library spent more time encoding it than the rest of the request. The
     values are the same (keys sorted, dates and decimals through Flask's own
     conversions, integers beyond 64 bits through the standard library); only
-    non-ASCII text is sent as UTF-8 instead of \\u escapes.
+    non-ASCII text is sent as UTF-8 instead of \\u escapes. Bodies (through
+    `request.get_json`) are read like the routes' bodies: bounded in size and
+    depth, a repeated key refused.
     """
 
     _options = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
@@ -63,6 +64,7 @@ class FastJSONProvider(DefaultJSONProvider):
             return super().dumps(obj, **kwargs)
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        """A request body, read like every other (`api.bodies`): a refusal is a ValueError."""
         if kwargs:
             return super().loads(s, **kwargs)
-        return jsoncodec.loads(s if isinstance(s, str) else s.decode())
+        return untrusted_json.parse(s, bytes_max=limits.request_body_bytes_max)

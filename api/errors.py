@@ -1,16 +1,16 @@
 """One error body for every failure: `{"error": {"code", "message", "details"?}}`.
 
-Flask's own 404 and 405, webargs' validation errors and bad JSON, and the
-database or broker being down all end here, so a client parses one shape.
+Flask's own 404 and 405, webargs' validation errors, bodies the JSON parser
+refused (api/bodies.py), and the database or broker being down all end here,
+so a client parses one shape.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
@@ -91,30 +91,6 @@ def handle_http_exception(error: HTTPException) -> ResponseReturnValue:
     return error_response(status, "validation_error", error.description or error.name)
 
 
-def _body_is_unloadable_json() -> bool:
-    """True when the JSON body is one `json.loads` cannot load for its depth or digits.
-
-    webargs turns malformed JSON into a 400 but lets these two through: a
-    RecursionError for deep nesting and a ValueError for an integer longer
-    than Python's int conversion limit (4300 digits).
-    """
-    if not request.is_json:
-        return False
-    try:
-        json.loads(request.get_data(cache=True))
-    except (RecursionError, ValueError):
-        return True
-    return False
-
-
-def handle_unloadable_body(error: Exception) -> ResponseReturnValue:
-    if _body_is_unloadable_json():
-        return error_response(
-            422, "validation_error", "The request is not valid.", {"_body": ["Invalid JSON body."]}
-        )
-    raise error  # not the client's body: a bug, left to Flask's 500 handling
-
-
 def handle_malformed_framing(error: Exception) -> ResponseReturnValue:
     """The body's framing broke while the app read it (gunicorn's answer to the same is a 400)."""
     log.info("malformed request body: %s", error)
@@ -138,5 +114,3 @@ def register_error_handlers(app: Flask) -> None:
 
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(MalformedFraming, handle_malformed_framing)
-    app.register_error_handler(RecursionError, handle_unloadable_body)
-    app.register_error_handler(ValueError, handle_unloadable_body)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 from sqlalchemy import text
 
+from api.bodies import Blueprint
 from api.context import services
 
 blp = Blueprint("health", __name__, description="Liveness and readiness (no token needed)")

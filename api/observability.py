@@ -6,9 +6,9 @@ import logging
 import time
 
 from flask import Flask, Response, g, request
-from flask_smorest import Blueprint
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from api.bodies import Blueprint
 from api.context import services
 from billing import logs
 from billing.adapters import metrics

@@ -15,6 +15,7 @@ from typing import Any
 from apispec import APISpec, BasePlugin
 from flask import Flask
 
+from billing import limits
 from billing.adapters.schemas import ErrorSchema
 
 SECURITY_SCHEME = "bearer"
@@ -46,7 +47,9 @@ _ERRORS: dict[str, tuple[str, str, str, dict[str, Any] | None]] = {
         None,
     ),
     "ValidationError": (
-        "Malformed request: the offending fields are in details",
+        "Malformed request: the offending fields are in details; a body that is not JSON, "
+        f"nested more than {limits.json_depth_max} levels deep or with a key given twice in one "
+        "object is refused as a whole, the reason under `_body`",
         "validation_error",
         "The request is not valid.",
         {"amount": ["Must be a JSON integer."], "colour": ["Unknown field."]},

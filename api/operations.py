@@ -8,9 +8,9 @@ from typing import Any
 
 from flask import Response
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import RAISE
 
+from api.bodies import Blueprint
 from api.context import json_response, path_identifier, services
 from api.errors import ApiError
 from billing import limits, logs

@@ -6,10 +6,6 @@ overdraft_limit_max = 10**15
 identifier_length_max = 64
 identifier_pattern = r"^[A-Za-z0-9._:-]{1,64}\Z"
 
-# The largest request body the API reads, with or without a Content-Length
-# (a chunked body is cut off when it passes this): 413 beyond.
-request_body_size_max_bytes = 4 * 1024 * 1024
-
 # Account metadata (and, in the contract, an operation's) is at most this
 # much as compact JSON in UTF-8 (no spaces: how the client spaced it does not
 # count), and at most this many objects or arrays deep, the metadata object
@@ -106,3 +102,25 @@ dead_letter_body_preview_chars = 200
 dead_letter_confirm_timeout_s = 30
 dead_letter_progress_every = 100
 dead_letter_give_back_wait_max_s = 5
+
+# Every JSON text that comes from outside (an HTTP body, a batch, an intake
+# message, a dead letter) is refused when nested deeper than this, before it
+# is parsed: nothing that reads it, encodes it again or stores it recurses
+# further. Operation metadata may be 8 levels deep (account metadata 32),
+# inside a batch body, an item and the metadata field itself; 64 leaves room
+# for both and stays far below the recursion limits of Python's json (about
+# 1,000) and orjson (255 when encoding).
+json_depth_max = 64
+# The largest HTTP request body the API reads, with or without a
+# Content-Length (a chunked body is cut off when it passes this; Flask's
+# MAX_CONTENT_LENGTH): 413 beyond. A full batch of 1,000 operations with
+# metadata fits.
+request_body_bytes_max = 4 * 1024 * 1024
+# The largest message the AMQP intake parses: one operation, whose metadata
+# is at most 4 KiB, fits many times over. A larger one is rejected.
+intake_message_bytes_max = 64 * 1024
+# A `request.rejected` event carries the original message as text, cut at
+# this many characters (and says when it was cut).
+rejected_message_chars_max = 8 * 1024
+# `billing dead-letters` reads the operation ids out of bodies up to this size.
+dead_letter_parse_bytes_max = 4 * 1024 * 1024

@@ -3,8 +3,11 @@
 A consumer bootstep in the worker's main process validates each message with
 the same schemas as the HTTP API. A valid one is handed to the
 `submit_request` task (confirmed publish, then ack), which records and
-applies it like an HTTP request. An invalid one is answered with a
-`request.rejected` event and rejected to `billing.requests.dead`.
+applies it like an HTTP request. An invalid one (not JSON, larger than
+`intake_message_bytes_max`, nested deeper than `json_depth_max`, a key given
+twice, a bad field, ...) is answered with a `request.rejected` event and
+rejected to `billing.requests.dead`. No message stops the consumer: see
+`RequestIntake`.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ from typing import Any
 
 from celery import Task, bootsteps
 from kombu import Consumer, Message
+from kombu.exceptions import OperationalError as BrokerOperationalError
+from kombu.transport.pyamqp import Message as AmqpMessage
 
-from billing import service
+from billing import limits, service, untrusted_json
+from billing.adapters import metrics
 from billing.adapters.celery_client import SUBMIT_REQUEST_TASK
 from billing.adapters.events import Topology
 from billing.adapters.schemas import parse_operation
@@ -36,52 +42,137 @@ INTAKE_PREFETCH = 64
 def parse_request(body: bytes | str) -> tuple[str, dict[str, Any]] | dict[str, Any]:
     """(type, validated fields) for a good message, or the error for a bad one."""
     try:
-        message = json.loads(body)
-    except (ValueError, RecursionError):
-        return {"code": "validation_error", "message": "The message is not JSON."}
+        message = untrusted_json.parse(body, bytes_max=limits.intake_message_bytes_max)
+    except untrusted_json.JsonRefused as refusal:
+        return {
+            "code": "validation_error",
+            "message": "The message is not JSON the intake accepts.",
+            "details": {"_body": [str(refusal)]},
+        }
     return parse_operation(message)
 
 
 def rejection_event(error: dict[str, Any], body: bytes | str) -> Event:
-    raw = body.encode() if isinstance(body, str) else body
-    try:
-        original: Any = json.loads(raw)
-    except (ValueError, RecursionError):
-        original = raw.decode("utf-8", errors="replace")
+    """The `request.rejected` event: the error, and the message as text (cut at a limit).
+
+    The message is carried as its text (UTF-8, anything else replaced by
+    U+FFFD), not as the JSON value it may hold: a value can be nested too
+    deep to encode again. The body is rendered here as ASCII JSON, so no
+    text in it, not even a lone surrogate in a key that the error names,
+    can fail to encode on the way to the broker.
+    """
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+    text = raw.decode("utf-8", errors="replace")
+    kept = limits.rejected_message_chars_max
     digest = hashlib.sha256(raw).hexdigest()[:32]
-    return Event(
-        message_id=f"rejected:{digest}",
-        routing_key="request.rejected",
-        body={"error": error, "message": original, "schema_version": 1},
+    rendered = json.dumps(
+        {
+            "error": error,
+            "message": text[:kept],
+            "message_truncated": len(text) > kept,
+            "schema_version": 1,
+        },
+        ensure_ascii=True,
+        separators=(",", ":"),
+        sort_keys=True,
     )
+    return Event(message_id=f"rejected:{digest}", routing_key="request.rejected", body=rendered)
+
+
+class IntakeMessage(AmqpMessage):  # type: ignore[misc]
+    """kombu's message, except that a compressed body is left compressed, to be refused.
+
+    kombu decompresses a body whose `compression` header names a codec it
+    knows, at once and without a limit, before any code of ours sees it: a
+    1 MB zlib message could take a gigabyte of the worker's memory. The
+    intake takes plain JSON only, so the header is taken off (and kept as
+    `compression`) and the message is refused like any other that is not JSON.
+
+    Set as the `Message` class of the intake's own channel, which kombu's
+    pyamqp transport builds each delivered message with (kombu 5.5 to 5.7);
+    tests/e2e/test_intake.py sends a compressed message and fails if kombu
+    inflates it again.
+    """
+
+    def __init__(self, msg: Any, channel: Any = None, **kwargs: Any) -> None:
+        headers = msg.properties.get("application_headers") or {}
+        self.compression = headers.get("compression")
+        if self.compression is not None:
+            msg.properties["application_headers"] = {
+                name: value for name, value in headers.items() if name != "compression"
+            }
+        super().__init__(msg, channel=channel, **kwargs)
 
 
 class RequestIntake(bootsteps.ConsumerStep):  # type: ignore[misc]
-    """Consumes `billing.requests` inside the worker."""
+    """Consumes `billing.requests` inside the worker.
+
+    No message stops it: a message that cannot be read, or whose handling
+    raises anything but a broker outage, is parked in `billing.requests.dead`
+    (logged at error level and counted in `billing_intake_messages_parked_total`)
+    and the next one is taken. During an outage of the broker a message is
+    given back, and the broker dead-letters it after its delivery limit.
+    """
 
     def get_consumers(self, channel: Any) -> list[Consumer]:
         topology = Topology(services().settings)
+        # The step's own channel: kombu's pyamqp channel builds every message
+        # it delivers with its `Message` class.
+        channel.Message = IntakeMessage
         consumer = Consumer(
             channel,
             queues=[topology.requests_queue],
             on_message=self.on_message,
+            on_decode_error=self.on_unreadable,
             no_ack=False,
             prefetch_count=INTAKE_PREFETCH,
         )
         return [consumer]
 
     def on_message(self, message: Message) -> None:
+        try:
+            handle_request(message)
+        except (TransientError, BrokerOperationalError) as error:
+            log.warning("intake: the broker failed; the message is given back: %s", error)
+            if not message.acknowledged:
+                message.requeue()
+        except Exception:
+            log.exception("intake: handling a message failed; it is parked in the dead letters")
+            park(message, "error")
+
+    def on_unreadable(self, message: Message, error: Exception) -> None:
+        """kombu could not make a message of what the broker delivered."""
+        log.error("intake: a message could not be read (%r); it is parked", error)
+        park(message, "unreadable")
+
+
+def handle_request(message: Message) -> None:
+    if getattr(message, "compression", None) is not None:
+        parsed: tuple[str, dict[str, Any]] | dict[str, Any] = {
+            "code": "validation_error",
+            "message": "The message is not JSON the intake accepts.",
+            "details": {"_body": ["A compressed body is not accepted; publish plain JSON."]},
+        }
+    else:
         parsed = parse_request(message.body)
-        if isinstance(parsed, dict):
-            log.warning(
-                "intake: rejected a request: %s", parsed.get("details") or parsed["message"]
-            )
-            event_publisher().publish([rejection_event(parsed, message.body)])
+    if isinstance(parsed, dict):
+        log.warning("intake: rejected a request: %s", parsed.get("details") or parsed["message"])
+        event_publisher().publish([rejection_event(parsed, message.body)])
+        message.reject(requeue=False)
+        return
+    kind, fields = parsed
+    app.send_task(SUBMIT_REQUEST_TASK, args=[kind, fields])
+    message.ack()
+
+
+def park(message: Any, reason: str) -> None:
+    """Dead-letter a message that was not acknowledged yet, and count it."""
+    metrics.intake_messages_parked.labels(reason).inc()
+    if isinstance(message, Message):
+        if not message.acknowledged:
             message.reject(requeue=False)
-            return
-        kind, fields = parsed
-        app.send_task(SUBMIT_REQUEST_TASK, args=[kind, fields])
-        message.ack()
+    else:  # what py-amqp delivered, when kombu failed to make a message of it
+        message.channel.basic_reject(message.delivery_tag, requeue=False)
 
 
 app.steps["consumer"].add(RequestIntake)

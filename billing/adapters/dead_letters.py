@@ -19,7 +19,6 @@ that is dead-lettered again while the replay runs is not replayed twice.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,7 +32,7 @@ from kombu import Connection, Queue
 from kombu.exceptions import OperationalError
 from kombu.message import Message
 
-from billing import limits
+from billing import limits, untrusted_json
 from billing.adapters.events import Topology
 from billing.config import Settings
 
@@ -153,8 +152,8 @@ def _operation_ids(task: str | None, body: bytes) -> list[str]:
     ledger tasks take operation ids (one, or a list) as their first argument.
     """
     try:
-        decoded = json.loads(body)
-    except (ValueError, RecursionError):
+        decoded = untrusted_json.parse(body, bytes_max=limits.dead_letter_parse_bytes_max)
+    except untrusted_json.JsonRefused:
         return []
     if task is None:
         found = decoded.get("operation_id") if isinstance(decoded, dict) else None

@@ -91,6 +91,12 @@ ledger_task_duration = Histogram(
 lock_busy_retries = Counter(
     "billing_lock_busy_retries_total", "Ledger tasks retried because an account lock was busy"
 )
+intake_messages_parked = Counter(
+    "billing_intake_messages_parked_total",
+    "Messages the AMQP intake dead-lettered because handling them failed (a bug, or a "
+    "message the consumer could not read): every one is logged at error level",
+    ["reason"],
+)
 # A ledger transaction of one operation holds its locks a few milliseconds,
 # one of 500 about a hundred; every other transaction on those accounts waits.
 LOCK_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)

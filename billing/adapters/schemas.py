@@ -382,10 +382,13 @@ def _intake_schema(kind: str) -> Schema | None:
 
 class BatchSchema(StrictSchema):
     operations = fields.List(
+        # `null` is an item too: it gets its own validation_error like any
+        # other that is not an object, and refuses nothing else.
         fields.Raw(
+            allow_none=True,
             metadata={
                 "description": "one operation; a malformed item gets its own validation_error"
-            }
+            },
         ),
         required=True,
         validate=validate.Length(min=1, max=limits.batch_size_max),

@@ -19,6 +19,7 @@ from billing.adapters.ledger_db import SqlUnitOfWork
 from billing.config import Settings
 from billing.domain import Operation, OperationType
 from tests.support import stack
+from tests.support.contract import assert_error
 from tests.support.stack import Client, EventLog, wait_until
 
 
@@ -275,3 +276,71 @@ def test_a_batch_whose_tasks_come_back_in_any_order_is_applied_in_its_order(
 
     assert _outcomes_once_terminal(engine, ids) == {("succeeded", ""): 60}
     assert [client.account(a)["posted"] for a in accounts] == [0, 0, 1]
+
+
+def test_a_null_item_gets_its_own_validation_error_and_refuses_nothing_else(
+    client: Client, new_id: Any
+) -> None:
+    alice = new_id("alice")
+    client.create_account(alice)
+    first, last = new_id("first"), new_id("last")
+    response = client.post(
+        "/v1/operations/batch",
+        {
+            "operations": [
+                {"type": "credit", "operation_id": first, "account_id": alice, "amount": 5},
+                None,
+                {"type": "credit", "operation_id": last, "account_id": alice, "amount": 7},
+            ]
+        },
+    )
+    assert response.status_code == 202, response.text
+    items = response.json()["items"]
+    assert [i["result"] for i in items] == ["accepted", "validation_error", "accepted"]
+    assert items[1]["operation_id"] is None
+    assert items[1]["error"]["code"] == "validation_error"
+    assert client.wait(first)["status"] == "succeeded"
+    assert client.wait(last)["status"] == "succeeded"
+    assert client.account(alice)["posted"] == 12
+
+
+def test_a_repeated_key_in_one_item_refuses_the_batch_body_and_records_nothing(
+    client: Client, new_id: Any
+) -> None:
+    # A body with a repeated key is refused as a whole (the contract): it is
+    # not known which of the two values the client meant.
+    alice = new_id("alice")
+    client.create_account(alice)
+    honest, doubled = new_id("honest"), new_id("doubled")
+    operations = json.dumps(
+        [
+            {"type": "credit", "operation_id": honest, "account_id": alice, "amount": 5},
+            {"type": "credit", "operation_id": doubled, "account_id": alice, "amount": 7},
+        ]
+    )
+    data = '{"operations": ' + operations[:-2] + ', "amount": 7000}]}'
+    response = client.session.post(
+        client.base_url + "/v1/operations/batch",
+        data=data,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    error = assert_error(response, 422, "validation_error", "_body")
+    assert error["details"]["_body"] == ['The key "amount" is given more than once.']
+    for operation_id in (honest, doubled):
+        assert client.get(f"/v1/operations/{operation_id}").status_code == 404
+
+
+def test_an_item_nested_too_deep_refuses_the_batch_body_saying_why(
+    client: Client, new_id: Any
+) -> None:
+    deep = new_id("deep")
+    item = f'{{"type": "credit", "operation_id": "{deep}", "note": {"[" * 100 + "]" * 100}}}'
+    response = client.session.post(
+        client.base_url + "/v1/operations/batch",
+        data='{"operations": [' + item + "]}",
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    error = assert_error(response, 422, "validation_error", "_body")
+    assert "64 levels" in error["details"]["_body"][0]

@@ -121,7 +121,7 @@ def test_a_chunked_body_over_the_size_limit_is_refused_with_413(
     api_url: str, settings: Any
 ) -> None:
     head = post_head(settings, "/v1/credits", "Transfer-Encoding: chunked")
-    body = padded_credit(limits.request_body_size_max_bytes + 1)
+    body = padded_credit(limits.request_body_bytes_max + 1)
 
     answer = exchange(api_url, head, chunked(body))
 
@@ -132,7 +132,7 @@ def test_a_chunked_body_over_the_size_limit_is_refused_with_413(
 def test_a_body_with_a_content_length_over_the_size_limit_is_refused_with_413(
     api_url: str, settings: Any
 ) -> None:
-    size = limits.request_body_size_max_bytes + 1
+    size = limits.request_body_bytes_max + 1
     head = post_head(settings, "/v1/credits", f"Content-Length: {size}")
 
     answer = exchange(api_url, head, [padded_credit(size)])
@@ -143,7 +143,7 @@ def test_a_body_with_a_content_length_over_the_size_limit_is_refused_with_413(
 
 def test_a_chunked_body_at_the_size_limit_is_read_whole(api_url: str, settings: Any) -> None:
     head = post_head(settings, "/v1/credits", "Transfer-Encoding: chunked", "Connection: close")
-    body = padded_credit(limits.request_body_size_max_bytes)
+    body = padded_credit(limits.request_body_bytes_max)
 
     answer = exchange(api_url, head, chunked(body))
 

@@ -504,6 +504,65 @@ def test_body_that_is_not_a_json_object_is_refused_and_records_nothing(
     assert table_counts(engine) == before
 
 
+REFUSED_JSON = [
+    pytest.param(
+        b'{"operation_id": "x", "operation_id": "y"}', "given more than once", id="repeated_key"
+    ),
+    pytest.param(
+        b'{"a": {"b": 1, "b": 2}}', "given more than once", id="repeated_key_in_a_nested_object"
+    ),
+    pytest.param(b'{"a": ' * 65 + b"1" + b"}" * 65, "64 levels", id="objects_nested_65_deep"),
+    pytest.param(b"[" * 1000 + b"]" * 1000, "64 levels", id="array_nested_1000_deep"),
+]
+
+
+@pytest.mark.parametrize(("data", "reason"), REFUSED_JSON)
+@pytest.mark.parametrize(
+    "path", ["/v1/credits", "/v1/transfers", "/v1/accounts", "/v1/operations/batch"]
+)
+def test_json_body_with_a_repeated_key_or_nested_too_deep_is_refused_saying_why(
+    client: Client, engine: Any, path: str, data: bytes, reason: str
+) -> None:
+    before = table_counts(engine)
+    response = raw(client, "POST", path, data=data, headers=JSON_HEADERS)
+    error = assert_error(response, 422, "validation_error", "_body")
+    assert reason in error["details"]["_body"][0], error
+    assert table_counts(engine) == before
+
+
+def test_credit_with_its_amount_given_twice_is_refused_not_read_as_the_last_one(
+    client: Client, engine: Any, new_id: Any
+) -> None:
+    body = operation_body("credits", new_id)
+    data = json.dumps(body)[:-1] + ', "amount": 1000000}'
+    response = raw(client, "POST", "/v1/credits", data=data, headers=JSON_HEADERS)
+    error = assert_error(response, 422, "validation_error", "_body")
+    assert error["details"]["_body"] == ['The key "amount" is given more than once.']
+    assert_operation_not_recorded(client, engine, body)
+
+
+def test_credit_with_metadata_nested_to_the_depth_limit_is_parsed_and_judged_by_its_schema(
+    client: Client, new_id: Any
+) -> None:
+    # 64 levels in all: the body, then 63 objects. The parse accepts it; the
+    # schema then names the unknown field (operations carry no such field).
+    body = operation_body("credits", new_id)
+    data = json.dumps(body)[:-1] + ', "note": ' + '{"a": ' * 62 + "1" + "}" * 62 + "}"
+    response = raw(client, "POST", "/v1/credits", data=data, headers=JSON_HEADERS)
+    assert_error(response, 422, "validation_error", "note")
+
+
+@pytest.mark.parametrize("path", ["/v1/credits", "/v1/operations/batch"])
+def test_body_over_the_size_limit_is_refused_with_413_and_records_nothing(
+    client: Client, engine: Any, path: str
+) -> None:
+    before = table_counts(engine)
+    data = b'{"operation_id": "' + b"x" * limits.request_body_bytes_max + b'"}'
+    response = raw(client, "POST", path, data=data, headers=JSON_HEADERS)
+    assert_error(response, 413, "validation_error")
+    assert table_counts(engine) == before
+
+
 def test_valid_body_sent_as_text_plain_is_not_applied(
     client: Client, engine: Any, new_id: Any
 ) -> None:

@@ -172,7 +172,13 @@ def start_api(settings: Settings, port: int) -> Process:
     return process
 
 
-def start_worker(settings: Settings, name: str, concurrency: int = 2, wait: bool = True) -> Process:
+def start_worker(
+    settings: Settings,
+    name: str,
+    concurrency: int = 2,
+    wait: bool = True,
+    extra_env: dict[str, str] | None = None,
+) -> Process:
     command = [
         sys.executable,
         "-m",
@@ -187,7 +193,8 @@ def start_worker(settings: Settings, name: str, concurrency: int = 2, wait: bool
         "--loglevel",
         "INFO",
     ]
-    process = Process(f"{name}-{settings.amqp_prefix}", command, environment(settings))
+    env = {**environment(settings), **(extra_env or {})}
+    process = Process(f"{name}-{settings.amqp_prefix}", command, env)
     if wait:
         wait_ready(process)
     return process

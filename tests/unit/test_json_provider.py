@@ -40,3 +40,11 @@ def test_request_bodies_keep_every_integer_exact_and_refuse_broken_json() -> Non
     assert provider.loads('{"amount": 5}') == {"amount": 5}
     with pytest.raises(ValueError):
         provider.loads(b'{"amount": ')
+
+
+def test_request_bodies_with_a_repeated_key_or_too_deep_are_refused() -> None:
+    provider = FastJSONProvider(Flask("test"))
+    with pytest.raises(ValueError, match="given more than once"):
+        provider.loads(b'{"amount": 1, "amount": 1000}')
+    with pytest.raises(ValueError, match="levels deep"):
+        provider.loads(b"[" * 1000 + b"]" * 1000)
