@@ -2,6 +2,13 @@
 
 amount_min = 1
 amount_max = 10**15
+# An account's posted and held stay within -balance_max..balance_max (minor
+# units): an operation that would take either outside fails with
+# balance_limit_exceeded. Far inside PostgreSQL's bigint (about 9.2 * 10**18),
+# so no client balance, nor any running figure of an entry, can overflow it.
+# The external counter-accounts have no such limit: they keep no running
+# balance (their balance is the sum of their entries, a numeric in SQL).
+balance_max = 10**18
 overdraft_limit_max = 10**15
 identifier_length_max = 64
 identifier_pattern = r"^[A-Za-z0-9._:-]{1,64}\Z"

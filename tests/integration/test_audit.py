@@ -123,6 +123,17 @@ def test_audit_finds_a_corrupted_balance_row_and_exits_1(ledger: tuple[Settings,
             "UPDATE accounts SET posted = -5 WHERE account_id = 'bob'",
             "no available below the overdraft floor",
         ),
+        (
+            "UPDATE accounts SET posted = 5 WHERE account_id = '@external:USD'",
+            "the external counter-accounts keep no running balance",
+        ),
+        (
+            "UPDATE accounts SET posted = posted + 1000000000000000000 "
+            "WHERE account_id = 'alice'; "
+            "INSERT INTO entries (operation_id, account_id, type, amount) "
+            "VALUES ('c1', 'alice', 'credit', 1000000000000000000)",
+            "every client balance within -balance_max..balance_max",
+        ),
     ],
     ids=[
         "held",
@@ -136,6 +147,8 @@ def test_audit_finds_a_corrupted_balance_row_and_exits_1(ledger: tuple[Settings,
         "entry-account",
         "failed-entries",
         "floor",
+        "external-running-balance",
+        "balance-max",
     ],
 )
 def test_audit_finds_each_kind_of_corruption(
