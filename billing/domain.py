@@ -43,6 +43,9 @@ class ErrorCode(StrEnum):
     hold_expired = "hold_expired"
     amount_exceeds_hold = "amount_exceeds_hold"
     balance_limit_exceeded = "balance_limit_exceeded"
+    # Not a rule of money: the service could not apply the operation (a
+    # request that breaks the rules, a defect, data it cannot store).
+    internal_error = "internal_error"
 
 
 class Bucket(StrEnum):

@@ -47,6 +47,8 @@ task_soft_time_limit_s = 90
 # the recovery sweep; an unpublished outcome is republished after this long.
 pending_resend_after_s = 30
 outbox_republish_after_s = 10
+# The longest error message stored with a failed operation (characters).
+error_message_chars_max = 500
 sweep_batch_size_max = 1_000
 outbox_publish_batch_max = 500
 

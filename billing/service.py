@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from billing import holds, limits
+from billing import gate, holds, limits
 from billing.batch import BatchApplier
 from billing.domain import (
+    Failure,
     HoldState,
     HoldStatus,
     NewAccount,
@@ -135,8 +136,26 @@ def _apply_pending(
     uow: UnitOfWork,
     clock: Clock,
 ) -> None:
-    """Decide and write the locked pending operations; `records` gets their outcomes."""
-    account_ids, holds_before = _locks_for(pending, uow)
+    """Decide and write the locked pending operations; `records` gets their outcomes.
+
+    Each passes the gate first: one whose recorded request breaks the rules
+    (changed in the database, or recorded by a door that skipped the gate)
+    ends failed with internal_error, and nothing of it is applied or locked.
+    """
+    refused: dict[str, Failure] = {}
+    for record in pending:
+        failure = gate.refusal(record.operation)
+        if failure is not None:
+            log.error(
+                "operation %s: refused by the gate: %s",
+                record.operation.operation_id,
+                failure.message,
+            )
+            refused[record.operation.operation_id] = failure
+    checked = (
+        [r for r in pending if r.operation.operation_id not in refused] if refused else pending
+    )
+    account_ids, holds_before = _locks_for(checked, uow)
     accounts, seqs = uow.lock_and_get_accounts(sorted(account_ids), ledger_seqs=len(pending))
     holds = uow.get_holds(list(holds_before), for_update=True)
     if any(h not in holds_before or holds_before[h] is None for h in holds):
@@ -145,7 +164,8 @@ def _apply_pending(
         accounts, {h: hold for h, hold in holds.items() if hold is not None}, clock()
     )
     for record, seq in zip(pending, seqs, strict=True):
-        records[record.operation.operation_id] = applier.apply(record, seq)
+        operation_id = record.operation.operation_id
+        records[operation_id] = applier.apply(record, seq, refused.get(operation_id))
     _write(applier, uow, [outcome_event(r) for r in applier.completed])
 
 

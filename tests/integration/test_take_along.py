@@ -139,7 +139,7 @@ def test_a_transaction_takes_along_no_more_than_its_limit(
     ]
 
 
-def test_an_operation_that_breaks_its_transaction_does_not_fail_the_task_that_took_it_along(
+def test_a_recorded_operation_that_breaks_the_rules_ends_failed_in_the_task_that_took_it_along(
     engine: Any,
 ) -> None:
     # A row no request could have made.
@@ -151,10 +151,9 @@ def test_an_operation_that_breaks_its_transaction_does_not_fail_the_task_that_to
 
     applied = service.apply_operations(["c1"], SqlUnitOfWork(engine))
 
-    assert [(a.operation_id, a.newly_applied) for a in applied] == [("c1", True)]
-    assert status(engine, "broken") == "pending"
-    with pytest.raises(KeyError):
-        service.apply_operations(["broken"], SqlUnitOfWork(engine))
+    assert [(a.operation_id, a.newly_applied) for a in applied] == [("c1", True), ("broken", True)]
+    assert status(engine, "broken") == "failed"
+    assert status(engine, "c1") == "succeeded"
 
 
 def test_an_operation_the_recovery_sweep_sent_again_is_left_to_its_own_tasks(engine: Any) -> None:
