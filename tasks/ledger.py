@@ -13,6 +13,7 @@ from celery.exceptions import MaxRetriesExceededError, Reject
 from billing import gate, limits, service
 from billing.adapters import metrics
 from billing.adapters.celery_client import APPLY_OPERATION_TASK, APPLY_OPERATIONS_TASK
+from billing.domain import ErrorCode
 from billing.ports import LockBusy, OperationRecord, TransientError
 from tasks.celery_app import app
 from tasks.context import services
@@ -98,6 +99,8 @@ def _observe(records: list[OperationRecord], duration_s: float) -> None:
             waits_s[kind].append(max(waited_s, 0.0))
     for (kind, status, code), count in completed.items():
         metrics.operations_completed.labels(kind, status, code).inc(count)
+        if code == ErrorCode.internal_error:
+            metrics.internal_errors.labels(kind).inc(count)
     for kind, kind_waits_s in waits_s.items():
         duration = metrics.ledger_task_duration.labels(kind)
         waited = metrics.acceptance_to_terminal.labels(kind)

@@ -8,6 +8,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Identity,
+    Integer,
     MetaData,
     Sequence,
     String,
@@ -55,6 +56,8 @@ operations = Table(
     Column("accepted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("completed_at", DateTime(timezone=True)),
     Column("resent_at", DateTime(timezone=True)),
+    # How many times the recovery sweep sent the operation again (0006).
+    Column("resends", Integer, nullable=False, server_default=text("0")),
     CheckConstraint(
         "type IN ('credit', 'debit', 'transfer', 'hold', 'capture', 'release', 'expiry')",
         name="operations_type_known",
