@@ -1,10 +1,11 @@
 """The AMQP intake: operations published as JSON to `billing.requests`, consumed by the worker.
 
 A consumer bootstep in the worker's main process validates each message with
-the same schemas as the HTTP API. A valid one is handed to the
-`submit_request` task (confirmed publish, then ack), which records and
-applies it like an HTTP request. An invalid one is answered with a
-`request.rejected` event and rejected to `billing.requests.dead`.
+the same gate as the HTTP API (`billing.gate`). A valid one is handed to the
+`submit_request` task (confirmed publish, then ack), which checks it again
+(anyone may put that task on the queue), records and applies it like an HTTP
+request. An invalid one is answered with a `request.rejected` event and
+rejected to `billing.requests.dead`.
 """
 
 from __future__ import annotations
