@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, cast
 
 import orjson
@@ -10,10 +9,8 @@ from flask import Response, current_app
 from flask.json.provider import DefaultJSONProvider
 
 from api.errors import validation_error
-from billing import limits, untrusted_json
+from billing import gate, limits, untrusted_json
 from billing.bootstrap import Services
-
-_IDENTIFIER = re.compile(limits.identifier_pattern)
 
 
 def services() -> Services:
@@ -22,10 +19,9 @@ def services() -> Services:
 
 def path_identifier(value: str, name: str) -> str:
     """An id taken from the URL path, refused like a bad id in a body."""
-    if not _IDENTIFIER.match(value):
-        raise validation_error(
-            {name: ["Must be 1 to 64 characters of letters, digits and . _ : -"]}
-        )
+    problem = gate.identifier_problem(value)
+    if problem is not None:
+        raise validation_error({name: [problem]})
     return value
 
 

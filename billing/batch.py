@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from billing.domain import (
     AccountState,
+    Decision,
     Failure,
     HoldState,
     Operation,
@@ -53,11 +54,18 @@ class BatchApplier:
         self.new_hold_ids: set[str] = set()
         self.changed_hold_ids: set[str] = set()
 
-    def apply(self, record: OperationRecord, ledger_seq: int) -> OperationRecord:
+    def apply(
+        self, record: OperationRecord, ledger_seq: int, refused: Failure | None = None
+    ) -> OperationRecord:
+        """Decide the operation against the balances as they stand; `refused` ends it so."""
         operation = record.operation
-        hold_id = operation.request.get("hold_id")
-        hold = self.holds.get(hold_id) if hold_id else None
-        decision = decide(operation, self.accounts, hold, self.now)
+        decision: Decision
+        if refused is not None:
+            decision = refused
+        else:
+            hold_id = operation.request.get("hold_id")
+            hold = self.holds.get(hold_id) if hold_id else None
+            decision = decide(operation, self.accounts, hold, self.now)
         error: tuple[str, str] | None = None
         balances: dict[str, dict[str, int]] | None = None
         if isinstance(decision, Failure):

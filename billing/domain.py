@@ -12,6 +12,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from billing import limits
+
 
 class OperationType(StrEnum):
     credit = "credit"
@@ -40,6 +42,10 @@ class ErrorCode(StrEnum):
     hold_not_active = "hold_not_active"
     hold_expired = "hold_expired"
     amount_exceeds_hold = "amount_exceeds_hold"
+    balance_limit_exceeded = "balance_limit_exceeded"
+    # Not a rule of money: the service could not apply the operation (a
+    # request that breaks the rules, a defect, data it cannot store).
+    internal_error = "internal_error"
 
 
 class Bucket(StrEnum):
@@ -169,6 +175,38 @@ def check_counterparty(
             ErrorCode.currency_mismatch,
             f"{account.account_id} holds {account.currency} but {other_id} holds {other.currency}",
         )
+    return None
+
+
+def check_balance_limits(
+    accounts: dict[str, AccountState], postings: list[Posting]
+) -> Failure | None:
+    """balance_limit_exceeded when the postings take a client account's posted or held
+    outside -balance_max..balance_max.
+
+    Only a figure that ends outside and further from zero than it was fails:
+    an account left outside by an older version may still come back. The
+    external counter-accounts (never among `accounts`) have no limit.
+    """
+    figures: dict[tuple[str, Bucket], tuple[int, int]] = {}
+    for posting in postings:
+        account = accounts.get(posting.account_id)
+        if account is None or account.is_external:
+            continue
+        key = (posting.account_id, posting.bucket)
+        before, after = figures.get(key) or (
+            (account.posted, account.posted)
+            if posting.bucket is Bucket.posted
+            else (account.held, account.held)
+        )
+        figures[key] = (before, after + posting.amount)
+    for (account_id, bucket), (before, after) in figures.items():
+        if abs(after) > limits.balance_max and abs(after) > abs(before):
+            return Failure(
+                ErrorCode.balance_limit_exceeded,
+                f"{account_id}: {bucket} would be {after}, "
+                f"outside -{limits.balance_max}..{limits.balance_max}",
+            )
     return None
 
 

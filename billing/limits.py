@@ -2,6 +2,13 @@
 
 amount_min = 1
 amount_max = 10**15
+# An account's posted and held stay within -balance_max..balance_max (minor
+# units): an operation that would take either outside fails with
+# balance_limit_exceeded. Far inside PostgreSQL's bigint (about 9.2 * 10**18),
+# so no client balance, nor any running figure of an entry, can overflow it.
+# The external counter-accounts have no such limit: they keep no running
+# balance (their balance is the sum of their entries, a numeric in SQL).
+balance_max = 10**18
 overdraft_limit_max = 10**15
 identifier_length_max = 64
 identifier_pattern = r"^[A-Za-z0-9._:-]{1,64}\Z"
@@ -52,6 +59,18 @@ task_soft_time_limit_s = 90
 # the recovery sweep; an unpublished outcome is republished after this long.
 pending_resend_after_s = 30
 outbox_republish_after_s = 10
+# The sweep sends a pending operation again at most this many times (the
+# first time with the others it found, then each in a task of its own); at
+# the next sweep after that it ends failed with internal_error. A lost task
+# needs one resend; ten take at least 10 * pending_resend_after_s, so only an
+# operation whose tasks never complete it for five minutes is given up.
+pending_resends_max = 10
+# An operation whose transaction fails for a reason other than an outage (a
+# defect, data the database refuses) is tried alone this many times in the
+# same task, then ends failed with internal_error; the others go on.
+operation_attempts_max = 3
+# The longest error message stored with a failed operation (characters).
+error_message_chars_max = 500
 sweep_batch_size_max = 1_000
 outbox_publish_batch_max = 500
 

@@ -147,8 +147,9 @@ class UnitOfWork(Protocol):
     def mark_events_published(self, events: list[Event]) -> None:
         """Take events read back from the outbox off the list of those to publish."""
 
-    def pending_operations(self, *, older_than_s: float, limit: int) -> list[str]:
-        """Pending operations not (re)sent for a while, marked as sent now."""
+    def pending_operations(self, *, older_than_s: float, limit: int) -> list[tuple[str, int]]:
+        """Pending operations not (re)sent for a while, marked as sent again now (locked):
+        each id with how many times it has been sent again, this time included."""
 
     def get_hold(self, hold_id: str, *, for_update: bool = False) -> HoldState | None: ...
 

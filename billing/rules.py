@@ -19,6 +19,7 @@ from billing.domain import (
     OperationType,
     Posting,
     Success,
+    check_balance_limits,
     check_counterparty,
     check_funds,
     external_account_id,
@@ -40,6 +41,19 @@ def involved_account_ids(operation: Operation, hold: HoldState | None) -> list[s
 
 
 def decide(
+    operation: Operation,
+    accounts: dict[str, AccountState],
+    hold: HoldState | None,
+    now: datetime,
+) -> Decision:
+    """The operation's failure, or the postings it makes; checked last, every balance in range."""
+    decision = _decide(operation, accounts, hold, now)
+    if isinstance(decision, Failure):
+        return decision
+    return check_balance_limits(accounts, decision.postings) or decision
+
+
+def _decide(
     operation: Operation,
     accounts: dict[str, AccountState],
     hold: HoldState | None,

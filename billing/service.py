@@ -9,9 +9,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from billing import holds, limits
+from billing import gate, holds, limits
 from billing.batch import BatchApplier
 from billing.domain import (
+    ErrorCode,
+    Failure,
     HoldState,
     HoldStatus,
     NewAccount,
@@ -24,7 +26,6 @@ from billing.holds import hold_account_ids
 from billing.ports import (
     Event,
     EventPublisher,
-    InvalidData,
     OperationRecord,
     TransientError,
     UnitOfWork,
@@ -79,41 +80,73 @@ def apply_operations(
     catches up on the operations queued behind this one, whose own tasks
     then find nothing left to do; one whose batch has an earlier operation
     pending elsewhere is not. The result lists the given ids first, then
-    the operations applied with them. If a transaction fails for anything
-    but a transient fault, the given operations are tried once more alone,
-    so one broken operation never stops the others (alone means without the
-    earlier operations of their batches too: one that must follow them
-    stays pending, for the recovery sweep); and one the recovery sweep had
-    to send again is left to its own tasks.
+    the operations applied with them; and one the recovery sweep had to
+    send again is left to its own tasks.
+
+    One operation never holds back another. If a transaction fails for
+    anything but an outage (a TransientError, raised for the caller to
+    retry), the given operations are tried again without the others, then
+    each alone (alone means without the earlier operations of their
+    batches too: one that must follow them stays pending behind them): one
+    that fails `operation_attempts_max` times alone ends failed with
+    internal_error, and the rest are applied as if it had not been there.
     """
     ids = list(dict.fromkeys(operation_ids))
     applied: list[Applied] = []
     left = ids
     for _ in range(limits.ledger_transactions_per_task_max):
-        done, left = _apply_transaction(left, uow, clock)
+        done, left = _apply_isolating(left, uow, clock)
         applied += done
         if not left:
             return _given_first(ids, applied)
     raise TransientError(f"operations {left[:3]}...: still behind others of their batches")
 
 
-def _apply_transaction(
+def _apply_isolating(
     ids: list[str], uow: UnitOfWork, clock: Clock
 ) -> tuple[list[Applied], list[str]]:
-    """One ledger transaction (chosen again if its locks change); the ids left for the next."""
-    take_along = True
+    """One ledger transaction; the ids left for the next. Should it fail for anything
+    but an outage: the given ids without the others, then each alone."""
+    try:
+        return _apply_settled(ids, uow, clock, take_along=True)
+    except TransientError:
+        raise
+    except Exception:
+        log.warning("operations %s: failed with others taken along", ids[:3], exc_info=True)
+    if len(ids) > 1:
+        try:
+            return _apply_settled(ids, uow, clock, take_along=False)
+        except TransientError:
+            raise
+        except Exception:
+            log.warning("operations %s: failed together; each alone now", ids[:3], exc_info=True)
+    applied: list[Applied] = []
+    unrecorded: Exception | None = None
+    for operation_id in ids:
+        try:
+            applied += _apply_alone(operation_id, uow, clock)
+        except TransientError:
+            raise
+        except Exception as error:
+            # Not even its failure could be stored: the others go on, then the
+            # task fails, so its message is parked for the operators (and the
+            # sweep sends the operation again, a bounded number of times).
+            log.exception("operation %s: could not even be ended failed", operation_id)
+            unrecorded = error
+    if unrecorded is not None:
+        raise unrecorded
+    return applied, []
+
+
+def _apply_settled(
+    ids: list[str], uow: UnitOfWork, clock: Clock, *, take_along: bool
+) -> tuple[list[Applied], list[str]]:
+    """`_apply_batch`, choosing the locks again while holds appear under them."""
     for _ in range(limits.lock_set_attempts_max):
         try:
             return _apply_batch(ids, uow, clock, take_along=take_along)
         except _LocksChanged:
             continue
-        except _BROKEN_OPERATION_ERRORS:
-            # A bug or a broken row in an operation taken along must not fail
-            # the operations this task was given: once more, on their own.
-            if not take_along:
-                raise
-            log.exception("operations %s: failed with others taken along; alone now", ids[:3])
-            take_along = False
     raise TransientError(f"operations {ids[:3]}...: their holds kept changing under the locks")
 
 
@@ -131,10 +164,63 @@ def _given_first(ids: list[str], applied: list[Applied]) -> list[Applied]:
     return [outcomes[i] for i in ids] + [a for a in applied if a.operation_id not in given]
 
 
-# What one broken operation raises: a rule or an invariant tripping over its
-# request, or the database refusing what it would write. Anything else (a
-# transient fault, a time limit) is about the whole transaction.
-_BROKEN_OPERATION_ERRORS = (AssertionError, LookupError, TypeError, ValueError, InvalidData)
+# The messages of operations the service gave up on; the log has the cause.
+APPLY_FAILED_MESSAGE = (
+    f"the service could not apply the operation in {limits.operation_attempts_max} attempts; "
+    "the operators have the details"
+)
+RESENT_TOO_OFTEN_MESSAGE = (
+    f"the operation stayed pending through {limits.pending_resends_max} resends; "
+    "the operators have the details"
+)
+
+
+def _apply_alone(operation_id: str, uow: UnitOfWork, clock: Clock) -> list[Applied]:
+    """One operation in transactions of its own, given up after `operation_attempts_max`."""
+    for attempt in range(1, limits.operation_attempts_max + 1):
+        try:
+            return _apply_settled([operation_id], uow, clock, take_along=False)[0]
+        except TransientError:
+            raise
+        except Exception:
+            log.warning(
+                "operation %s: attempt %d alone failed", operation_id, attempt, exc_info=True
+            )
+    log.error(
+        "operation %s: failed %d times alone, for a reason other than an outage; "
+        "it ends failed with internal_error",
+        operation_id,
+        limits.operation_attempts_max,
+    )
+    return _give_up([operation_id], uow, APPLY_FAILED_MESSAGE, clock)
+
+
+def _give_up(
+    operation_ids: list[str], uow: UnitOfWork, message: str, clock: Clock = utc_now
+) -> list[Applied]:
+    """End the pending operations failed with internal_error, applying nothing of them."""
+    with uow:
+        records = uow.lock_operations(operation_ids, with_earlier=False, limit=len(operation_ids))
+        pending = [records[i] for i in operation_ids if i in records and _is_pending(records[i])]
+        if pending:
+            _, seqs = uow.lock_and_get_accounts([], ledger_seqs=len(pending))
+            applier = BatchApplier({}, {}, clock())
+            failure = Failure(ErrorCode.internal_error, message)
+            for record, seq in zip(pending, seqs, strict=True):
+                records[record.operation.operation_id] = applier.apply(record, seq, failure)
+            _write(applier, uow, [outcome_event(r) for r in applier.completed])
+        uow.commit()
+    ended = {r.operation.operation_id for r in pending}
+    return [
+        Applied(
+            i,
+            found=i in records,
+            newly_applied=i in ended,
+            event_ids=[i] if i in ended else [],
+            record=records[i] if i in ended else None,
+        )
+        for i in operation_ids
+    ]
 
 
 class _LocksChanged(Exception):
@@ -216,8 +302,26 @@ def _apply_pending(
     uow: UnitOfWork,
     clock: Clock,
 ) -> None:
-    """Decide and write the locked pending operations; `records` gets their outcomes."""
-    account_ids, holds_before = _locks_for(pending, uow)
+    """Decide and write the locked pending operations; `records` gets their outcomes.
+
+    Each passes the gate first: one whose recorded request breaks the rules
+    (changed in the database, or recorded by a door that skipped the gate)
+    ends failed with internal_error, and nothing of it is applied or locked.
+    """
+    refused: dict[str, Failure] = {}
+    for record in pending:
+        failure = gate.refusal(record.operation)
+        if failure is not None:
+            log.error(
+                "operation %s: refused by the gate: %s",
+                record.operation.operation_id,
+                failure.message,
+            )
+            refused[record.operation.operation_id] = failure
+    checked = (
+        [r for r in pending if r.operation.operation_id not in refused] if refused else pending
+    )
+    account_ids, holds_before = _locks_for(checked, uow)
     accounts, seqs = uow.lock_and_get_accounts(sorted(account_ids), ledger_seqs=len(pending))
     holds = uow.get_holds(list(holds_before), for_update=True)
     if any(h not in holds_before or holds_before[h] is None for h in holds):
@@ -226,7 +330,8 @@ def _apply_pending(
         accounts, {h: hold for h, hold in holds.items() if hold is not None}, clock()
     )
     for record, seq in zip(pending, seqs, strict=True):
-        records[record.operation.operation_id] = applier.apply(record, seq)
+        operation_id = record.operation.operation_id
+        records[operation_id] = applier.apply(record, seq, refused.get(operation_id))
     _write(applier, uow, [outcome_event(r) for r in applier.completed])
 
 
@@ -507,12 +612,49 @@ def relay_events(
     return len(events)
 
 
-def stuck_operations(uow: UnitOfWork, *, older_than_s: float, limit: int) -> list[str]:
-    """Accepted operations that stayed pending too long, to be enqueued again."""
+def resend_stuck_operations(
+    uow: UnitOfWork,
+    enqueue: Callable[[list[str]], None],
+    *,
+    older_than_s: float,
+    limit: int,
+    clock: Clock = utc_now,
+) -> tuple[list[str], list[Applied]]:
+    """Enqueue again the operations left pending too long; end those resent too often.
+
+    An operation is sent again with the others found the first time (a lost
+    task lost them all), after that in a task of its own, so one that
+    breaks every task it is in holds back no other; once it has been sent
+    `pending_resends_max` times, the next sweep ends it failed with
+    internal_error instead. The tasks are sent before the transaction that
+    counts the resends commits: while the broker is down nothing is
+    counted, and an outage never ends an operation. Returns the ids sent
+    again and what ending the others did.
+    """
     with uow:
-        operation_ids = uow.pending_operations(older_than_s=older_than_s, limit=limit)
+        stuck = uow.pending_operations(older_than_s=older_than_s, limit=limit)
+        first = [i for i, resends in stuck if resends == 1]
+        again = [i for i, resends in stuck if 1 < resends <= limits.pending_resends_max]
+        for start in range(0, len(first), limits.enqueue_group_size_max):
+            enqueue(first[start : start + limits.enqueue_group_size_max])
+        for operation_id in again:
+            enqueue([operation_id])
         uow.commit()
-    return operation_ids
+    given_up: list[Applied] = []
+    for operation_id, resends in stuck:
+        if resends > limits.pending_resends_max:
+            log.error(
+                "operation %s: still pending after %d resends; it ends failed with internal_error",
+                operation_id,
+                resends - 1,
+            )
+            try:
+                given_up += _give_up([operation_id], uow, RESENT_TOO_OFTEN_MESSAGE, clock)
+            except TransientError:
+                raise
+            except Exception:
+                log.exception("operation %s: could not even be ended failed", operation_id)
+    return first + again, given_up
 
 
 def due_holds(uow: UnitOfWork, *, limit: int) -> list[str]:

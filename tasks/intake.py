@@ -1,13 +1,13 @@
 """The AMQP intake: operations published as JSON to `billing.requests`, consumed by the worker.
 
 A consumer bootstep in the worker's main process validates each message with
-the same schemas as the HTTP API. A valid one is handed to the
-`submit_request` task (confirmed publish, then ack), which records and
-applies it like an HTTP request. An invalid one (not JSON, larger than
-`intake_message_bytes_max`, nested deeper than `json_depth_max`, a key given
-twice, a bad field, ...) is answered with a `request.rejected` event and
-rejected to `billing.requests.dead`. No message stops the consumer: see
-`RequestIntake`.
+the same gate as the HTTP API (`billing.gate`). A valid one is handed to the
+`submit_request` task (confirmed publish, then ack), which checks it again
+(anyone may put that task on the queue), records and applies it like an HTTP
+request. An invalid one (not JSON, larger than `intake_message_bytes_max`,
+nested deeper than `json_depth_max`, a key given twice, a bad field, ...) is
+answered with a `request.rejected` event and rejected to
+`billing.requests.dead`. No message stops the consumer: see `RequestIntake`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from kombu import Consumer, Message
 from kombu.exceptions import OperationalError as BrokerOperationalError
 from kombu.transport.pyamqp import Message as AmqpMessage
 
-from billing import limits, service, untrusted_json
+from billing import gate, limits, service, untrusted_json
 from billing.adapters import metrics
 from billing.adapters.celery_client import SUBMIT_REQUEST_TASK
 from billing.adapters.events import Topology
@@ -179,8 +179,22 @@ app.steps["consumer"].add(RequestIntake)
 
 
 @app.task(bind=True, name=SUBMIT_REQUEST_TASK, max_retries=None)
-def submit_request(self: Task, kind: str, fields: dict[str, Any]) -> str:
-    """Record an operation that came over AMQP, then apply it like the ledger task does."""
+def submit_request(self: Task, kind: object, fields: object) -> str:
+    """Record an operation that came over AMQP, then apply it like the ledger task does.
+
+    Whoever put the task on the queue (the intake, Flower's task API, anyone
+    with the broker's password), its arguments pass the gate first: a
+    request that breaks the rules is parked like a bad intake message (a
+    `request.rejected` event and `billing.requests.dead`), and nothing of
+    it is recorded or applied.
+    """
+    problems = gate.check_request(kind, fields)
+    if problems:
+        log.warning("submit_request: refused arguments: %s", problems)
+        error = {"code": "validation_error", "message": "The request is not valid."}
+        _park(kind, fields, {**error, "details": problems}, "validation_error")
+        return "rejected"
+    assert isinstance(kind, str) and isinstance(fields, dict)
     request = dict(fields)
     operation = Operation(request.pop("operation_id"), OperationType(kind), request)
     try:
@@ -192,9 +206,24 @@ def submit_request(self: Task, kind: str, fields: dict[str, Any]) -> str:
             "code": "idempotency_conflict",
             "message": f"operation {operation.operation_id} was submitted with another body",
         }
-        original = json.dumps({"type": kind, **fields}).encode()
-        publisher = event_publisher()
-        publisher.publish([rejection_event(conflict, original)])
-        publisher.dead_letter_request(original, {"x-rejection": "idempotency_conflict"})
+        _park(kind, fields, conflict, "idempotency_conflict")
         return "conflict"
     return apply_and_publish(self, [operation.operation_id])
+
+
+def _park(kind: object, fields: object, error: dict[str, Any], reason: str) -> None:
+    """Publish `request.rejected` and dead-letter the request as an intake message would be."""
+    original = _as_sent(kind, fields)
+    publisher = event_publisher()
+    publisher.publish([rejection_event(error, original)])
+    publisher.dead_letter_request(original, {"x-rejection": reason})
+
+
+def _as_sent(kind: object, fields: object) -> bytes:
+    """The request as an intake message carries it, or the arguments as they came."""
+    message = {"type": kind, **fields} if isinstance(fields, dict) else [kind, fields]
+    try:
+        return json.dumps(message).encode()
+    except (TypeError, ValueError, RecursionError):
+        named = kind[: limits.identifier_length_max] if isinstance(kind, str) else None
+        return json.dumps({"type": named, "fields": "not encodable"}).encode()

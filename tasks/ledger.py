@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import time
 from collections import Counter, defaultdict
 
 from celery import Task
 from celery.exceptions import MaxRetriesExceededError, Reject
 
-from billing import limits, service
+from billing import gate, limits, service
 from billing.adapters import metrics
 from billing.adapters.celery_client import APPLY_OPERATION_TASK, APPLY_OPERATIONS_TASK
+from billing.domain import ErrorCode
 from billing.ports import LockBusy, OperationRecord, TransientError
 from tasks.celery_app import app
 from tasks.context import services
 from tasks.results import publish_events
 
 log = logging.getLogger(__name__)
-_IDENTIFIER = re.compile(limits.identifier_pattern)
 
 
 def retry_countdown_s(retries: int) -> int:
@@ -53,7 +52,7 @@ def _checked_ids(operation_ids: object) -> list[str]:
     if (
         not isinstance(operation_ids, list)
         or not 0 < len(operation_ids) <= limits.batch_size_max
-        or not all(isinstance(i, str) and _IDENTIFIER.match(i) for i in operation_ids)
+        or not all(gate.identifier_problem(i) is None for i in operation_ids)
     ):
         raise Reject(f"not a list of operation ids: {operation_ids!r:.200}", requeue=False)
     return operation_ids
@@ -100,6 +99,8 @@ def _observe(records: list[OperationRecord], duration_s: float) -> None:
             waits_s[kind].append(max(waited_s, 0.0))
     for (kind, status, code), count in completed.items():
         metrics.operations_completed.labels(kind, status, code).inc(count)
+        if code == ErrorCode.internal_error:
+            metrics.internal_errors.labels(kind).inc(count)
     for kind, kind_waits_s in waits_s.items():
         duration = metrics.ledger_task_duration.labels(kind)
         waited = metrics.acceptance_to_terminal.labels(kind)

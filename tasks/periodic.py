@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 
 from billing import limits, service
+from billing.adapters import metrics
 from billing.adapters.celery_client import TaskQueue
 from billing.ports import LockBusy, TransientError
 from tasks.celery_app import app
 from tasks.context import event_publisher, services
+from tasks.results import publish_events
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +34,29 @@ def relay_outbox() -> int:
 
 @app.task(name="billing.resend_pending", ignore_result=True)
 def resend_pending() -> int:
-    """Enqueue again operations still pending long after acceptance (a lost task)."""
+    """Enqueue again operations still pending long after acceptance (a lost task).
+
+    One sent again too often ends failed with internal_error instead (see
+    `service.resend_stuck_operations`); its outcome is published at once.
+    """
     try:
-        operation_ids = service.stuck_operations(
+        operation_ids, given_up = service.resend_stuck_operations(
             services().uow(),
+            TaskQueue(app).enqueue_operations,
             older_than_s=limits.pending_resend_after_s,
             limit=limits.sweep_batch_size_max,
         )
-        queue = TaskQueue(app)
-        for start in range(0, len(operation_ids), limits.enqueue_group_size_max):
-            queue.enqueue_operations(operation_ids[start : start + limits.enqueue_group_size_max])
     except TransientError as error:
         log.warning("recovery sweep: %s", error)
         return 0
     if operation_ids:
         log.warning("recovery sweep enqueued %d pending operations again", len(operation_ids))
+    ended = [a.record for a in given_up if a.record is not None]
+    for record in ended:
+        metrics.internal_errors.labels(record.operation.type.value).inc()
+    event_ids = [event_id for applied in given_up for event_id in applied.event_ids]
+    if event_ids:
+        publish_events.delay(event_ids)
     return len(operation_ids)
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
+from billing import limits
+
 CHECKS: dict[str, str] = {
     "posted equals the sum of the account's posted entries": """
         SELECT a.account_id, a.posted, COALESCE(SUM(e.amount), 0) AS entries_sum
@@ -32,6 +34,16 @@ CHECKS: dict[str, str] = {
     "every operation's posted entries sum to zero": """
         SELECT operation_id, SUM(amount) AS total FROM entries WHERE bucket = 'posted'
         GROUP BY operation_id HAVING SUM(amount) <> 0""",
+    # The balance of an external counter-account is the sum of its entries,
+    # never a running figure: it takes every credit and debit of its
+    # currency, and a stored one would serialize them all and overflow bigint.
+    "the external counter-accounts keep no running balance": """
+        SELECT account_id, posted, held FROM accounts
+        WHERE is_external AND (posted <> 0 OR held <> 0)""",
+    "every client balance within -balance_max..balance_max": f"""
+        SELECT account_id, posted, held FROM accounts
+        WHERE NOT is_external AND (abs(posted) > {limits.balance_max}
+                                   OR abs(held) > {limits.balance_max})""",
     "no available below the overdraft floor": """
         SELECT account_id, posted, held, overdraft_limit FROM accounts
         WHERE NOT is_external AND posted - held < -overdraft_limit""",

@@ -488,7 +488,7 @@ class SqlUnitOfWork:
         assert None not in event_ids, "only events read back from the outbox can be marked"
         self.connection.execute(_MARK_EVENTS_PUBLISHED, {"ids": int_array(event_ids)})
 
-    def pending_operations(self, *, older_than_s: float, limit: int) -> list[str]:
+    def pending_operations(self, *, older_than_s: float, limit: int) -> list[tuple[str, int]]:
         operations = tables.operations
         last_sent = func.coalesce(operations.c.resent_at, operations.c.accepted_at)
         stuck = (
@@ -505,10 +505,10 @@ class SqlUnitOfWork:
         rows = self.connection.execute(
             update(operations)
             .where(operations.c.operation_id.in_(stuck))
-            .values(resent_at=func.now())
-            .returning(operations.c.operation_id)
+            .values(resent_at=func.now(), resends=operations.c.resends + 1)
+            .returning(operations.c.operation_id, operations.c.resends)
         )
-        return [row.operation_id for row in rows]
+        return [(row.operation_id, row.resends) for row in rows]
 
     def get_hold(self, hold_id: str, *, for_update: bool = False) -> HoldState | None:
         query = select(tables.holds).where(tables.holds.c.hold_id == hold_id)

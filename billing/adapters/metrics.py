@@ -76,6 +76,13 @@ operations_completed = Counter(
     "Operations that reached a terminal status, by type, status and error code",
     ["type", "status", "error_code"],
 )
+internal_errors = Counter(
+    "billing_operations_internal_error_total",
+    "Operations that ended failed with internal_error, by type: refused by the ledger's gate, "
+    "failing alone for a reason other than an outage, or resent too often by the sweep; "
+    "each is logged at error level with its id",
+    ["type"],
+)
 acceptance_to_terminal = Histogram(
     "billing_operation_acceptance_to_terminal_seconds",
     "Time from acceptance to terminal status",

@@ -62,6 +62,8 @@ operations = Table(
     # the order the workers apply a batch in (migration 0006).
     Column("batch_id", BigInteger),
     Column("batch_position", Integer),
+    # How many times the recovery sweep sent the operation again (0007).
+    Column("resends", Integer, nullable=False, server_default=text("0")),
     CheckConstraint(
         "type IN ('credit', 'debit', 'transfer', 'hold', 'capture', 'release', 'expiry')",
         name="operations_type_known",

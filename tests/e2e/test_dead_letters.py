@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from billing.adapters.dead_letters import DeadLetter, list_dead_letters
 from billing.config import Settings
-from tests.support import stack
+from tests.support import refusals, stack
 from tests.support.stack import Client, wait_until
 
 UNKNOWN_TASK = "billing.no_such_task"
@@ -136,32 +136,32 @@ def test_list_shows_a_refused_intake_request_with_its_operation_id(
 def test_replay_sends_a_dead_task_back_to_the_workers_which_apply_it(
     settings: Settings, client: Client, engine: Any, new_id: Any
 ) -> None:
-    """A ledger task that crashed on a bug is dead-lettered; once the bug is fixed, replay it.
+    """A ledger task that crashed on a fault is dead-lettered; once the fault is fixed, replay it.
 
-    The bug is simulated by an operation stored without its amount, which
-    makes the ledger task raise; Celery rejects the task and RabbitMQ
-    dead-letters it. After the row is repaired, the replay applies it.
+    The fault is simulated by a database that refuses both the operation's
+    entries and its outcome (triggers): the ledger task cannot even end it
+    failed, so it raises, Celery rejects the task and RabbitMQ dead-letters
+    it. Once the triggers are gone, the replay applies it.
     """
     account, operation_id, task_id = new_id("acct"), new_id("credit"), new_id("task")
     client.create_account(account)
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                "INSERT INTO operations (operation_id, type, request) "
-                "VALUES (:id, 'credit', CAST(:request AS jsonb))"
-            ),
-            {"id": operation_id, "request": json.dumps({"account_id": account})},
-        )
-    publish_task(settings, "billing.apply_operation", task_id, [operation_id])
-    assert wait_dead(settings, "tasks", task_id).reason == "rejected"
-    assert client.get(f"/v1/operations/{operation_id}").json()["status"] == "pending"
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                "UPDATE operations SET request = CAST(:request AS jsonb) WHERE operation_id = :id"
-            ),
-            {"id": operation_id, "request": json.dumps({"account_id": account, "amount": 40})},
-        )
+    refusals.refuse(engine, "entries", operation_id)
+    refusals.refuse(engine, "operations", operation_id)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO operations (operation_id, type, request) "
+                    "VALUES (:id, 'credit', CAST(:request AS jsonb))"
+                ),
+                {"id": operation_id, "request": json.dumps({"account_id": account, "amount": 40})},
+            )
+        publish_task(settings, "billing.apply_operation", task_id, [operation_id])
+        assert wait_dead(settings, "tasks", task_id).reason == "rejected"
+        assert client.get(f"/v1/operations/{operation_id}").json()["status"] == "pending"
+    finally:
+        refusals.allow(engine, "entries", operation_id)
+        refusals.allow(engine, "operations", operation_id)
 
     # Nothing else enqueues this operation (the recovery sweep waits 30 s):
     # only the replayed task can apply it.

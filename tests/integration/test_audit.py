@@ -128,6 +128,17 @@ def test_audit_finds_a_corrupted_balance_row_and_exits_1(ledger: tuple[Settings,
             "WHEN 't1' THEN 1 ELSE 2 END WHERE operation_id IN ('c1', 't1')",
             "a batch's operations were applied in its order",
         ),
+        (
+            "UPDATE accounts SET posted = 5 WHERE account_id = '@external:USD'",
+            "the external counter-accounts keep no running balance",
+        ),
+        (
+            "UPDATE accounts SET posted = posted + 1000000000000000000 "
+            "WHERE account_id = 'alice'; "
+            "INSERT INTO entries (operation_id, account_id, type, amount) "
+            "VALUES ('c1', 'alice', 'credit', 1000000000000000000)",
+            "every client balance within -balance_max..balance_max",
+        ),
     ],
     ids=[
         "held",
@@ -142,6 +153,8 @@ def test_audit_finds_a_corrupted_balance_row_and_exits_1(ledger: tuple[Settings,
         "failed-entries",
         "floor",
         "batch-order",
+        "external-running-balance",
+        "balance-max",
     ],
 )
 def test_audit_finds_each_kind_of_corruption(
