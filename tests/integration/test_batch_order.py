@@ -12,6 +12,7 @@ from billing import limits, service
 from billing.adapters.ledger_db import SqlUnitOfWork
 from billing.domain import NewAccount, Operation, OperationType
 from billing.ports import TransientError
+from tests.support import refusals
 from tests.support.stack import wait_until
 
 ACCOUNTS = ("alice", "bob", "carol")
@@ -244,19 +245,29 @@ def test_a_later_operation_stays_pending_behind_an_earlier_one_that_breaks_every
     engine: Any,
 ) -> None:
     with engine.begin() as connection:
-        # A row no request could have made, first in a batch of its own.
         connection.execute(
             text(
                 "INSERT INTO operations (operation_id, type, request, batch_id, batch_position) "
-                "VALUES ('broken', 'transfer', '{}', -1, 1), "
+                "VALUES ('broken', 'credit', '{\"account_id\": \"alice\", \"amount\": 3}', -1, 1), "
                 "('after', 'credit', '{\"account_id\": \"alice\", \"amount\": 5}', -1, 2)"
             )
         )
+    # The database refuses the first one's entries, as a defect would.
+    refusals.refuse(engine, "entries", "broken")
+    try:
+        applied = service.apply_operations(["after"], SqlUnitOfWork(engine))
+        assert [(a.operation_id, a.found, a.newly_applied) for a in applied] == [
+            ("after", True, False)
+        ]
+        assert outcomes(engine, ["broken", "after"]) == [("pending", None)] * 2
 
-    applied = service.apply_operations(["after"], SqlUnitOfWork(engine))
-
-    assert [(a.operation_id, a.found, a.newly_applied) for a in applied] == [("after", True, False)]
-    assert outcomes(engine, ["broken", "after"]) == [("pending", None)] * 2
+        # Its own task gives the broken one up; then the one after it goes ahead.
+        service.apply_operations(["broken"], SqlUnitOfWork(engine))
+        assert outcomes(engine, ["broken"]) == [("failed", "internal_error")]
+    finally:
+        refusals.allow(engine, "entries", "broken")
+    service.apply_operations(["after"], SqlUnitOfWork(engine))
+    assert outcomes(engine, ["after"]) == [("succeeded", None)]
 
 
 def test_operations_grouped_from_single_requests_do_not_wait_for_each_other(engine: Any) -> None:
@@ -271,3 +282,24 @@ def test_operations_grouped_from_single_requests_do_not_wait_for_each_other(engi
         holder.close()
 
     assert [(a.operation_id, a.newly_applied) for a in applied] == [("s2", True)]
+
+
+def test_an_earlier_operation_the_gate_refuses_ends_failed_and_the_later_one_goes_ahead(
+    engine: Any,
+) -> None:
+    with engine.begin() as connection:
+        # A row no request could have made, first in a batch of its own.
+        connection.execute(
+            text(
+                "INSERT INTO operations (operation_id, type, request, batch_id, batch_position) "
+                "VALUES ('tampered', 'transfer', '{}', -2, 1), "
+                "('behind', 'credit', '{\"account_id\": \"alice\", \"amount\": 5}', -2, 2)"
+            )
+        )
+
+    service.apply_operations(["behind"], SqlUnitOfWork(engine))
+
+    assert outcomes(engine, ["tampered", "behind"]) == [
+        ("failed", "internal_error"),
+        ("succeeded", None),
+    ]
