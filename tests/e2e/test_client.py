@@ -28,6 +28,8 @@ from billing_client import (
     ValidationError,
 )
 from billing_client.models import Event
+from tests.support import stack
+from tests.support.throwaway import ThrowawayPostgres
 
 
 @pytest.fixture(scope="module")
@@ -296,6 +298,49 @@ def test_a_503_or_a_dropped_connection_is_retried_with_the_same_operation_id(
     assert {body["operation_id"] for body in proxy.bodies} == {accepted.operation_id}
     assert sdk.wait(accepted.operation_id).succeeded
     assert sdk.account(account_id).posted == 70
+
+
+def test_a_credit_sent_while_the_database_is_down_is_retried_until_it_is_back(
+    settings: Settings, new_id: Any
+) -> None:
+    """The real thing: a PostgreSQL of the test's own, stopped, so the API answers 503."""
+    suffix = uuid.uuid4().hex[:6]
+    postgres = ThrowawayPostgres(f"client{suffix}", stack.free_port())
+    outage = Settings(
+        database_url=postgres.url,
+        broker_url=settings.broker_url,
+        api_tokens=(f"outage-{suffix}",),
+        amqp_prefix=f"outage{suffix}",
+    )
+    processes: list[stack.Process] = []
+    try:
+        postgres.create()
+        stack.prepare_database(outage)
+        port = stack.free_port()
+        processes.append(stack.start_api(outage, port))
+        processes.append(stack.start_worker(outage, "ow1", concurrency=1))
+        api_log = processes[0].log_path
+        with Client(f"http://127.0.0.1:{port}", outage.api_tokens[0]) as client:
+            client.create_account("alice", "USD")
+            postgres.stop()
+            answers: list[Any] = []
+            sender = threading.Thread(target=lambda: answers.append(client.credit("alice", 70)))
+            sender.start()
+            stack.wait_until(
+                lambda: "dependency unavailable" in api_log.read_text(errors="replace"),
+                30,
+                "the API to answer 503 while the database is down",
+            )
+            postgres.start()
+            sender.join(timeout=120)
+            (accepted,) = answers
+            assert client.wait(accepted.operation_id).succeeded
+            assert client.account("alice").posted == 70
+    finally:
+        for process in processes:
+            process.stop()
+        stack.delete_amqp_entities(outage)
+        postgres.drop()
 
 
 def consume_until(
