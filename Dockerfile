@@ -18,6 +18,7 @@ COPY pyproject.toml requirements.lock README.md celeryconfig.py ./
 COPY billing/ billing/
 COPY api/ api/
 COPY tasks/ tasks/
+COPY billing_client/ billing_client/
 COPY migrations/ migrations/
 # A regular (not editable) install: the migrations package and the celeryconfig module
 # are installed into site-packages, so every `billing` command works without /src.

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import subprocess
+import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -200,10 +201,52 @@ def audit() -> None:
 @click.option("--port", default=8000, show_default=True, type=int, help="API port")
 @click.option("--concurrency", default=2, show_default=True, type=int, help="worker processes")
 @click.option("--flower-port", default=5555, show_default=True, type=int)
-def up(port: int, concurrency: int, flower_port: int) -> None:
-    """Migrate, then run the API, a worker, beat and Flower in the foreground; Ctrl-C stops all."""
+@click.option(
+    "--services",
+    "start_services",
+    is_flag=True,
+    help="start a missing PostgreSQL or RabbitMQ with Docker Compose without asking",
+)
+@click.option(
+    "--wait-for-services",
+    "services_wait_s",
+    default=limits.up_services_wait_s,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="seconds to wait for a PostgreSQL or RabbitMQ that does not answer yet",
+)
+@click.option(
+    "--log-dir",
+    default=".billing/logs",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="where each process's output goes, one file per process",
+)
+@click.option("--verbose", is_flag=True, help="show every process's output here instead")
+def up(
+    port: int,
+    concurrency: int,
+    flower_port: int,
+    start_services: bool,
+    services_wait_s: float,
+    log_dir: Path,
+    verbose: bool,
+) -> None:
+    """Check PostgreSQL and RabbitMQ, migrate, then run the API, a worker, beat and Flower.
+
+    The banner (token, curl line) comes once the API is ready and the worker
+    answers a ping. Ctrl-C stops everything.
+    """
+    from billing.preflight import run_preflight
+
     if Settings.from_env().api_tokens:
         _require_tokens()
+    run_preflight(
+        Settings.from_env(),
+        project=_project_directory(),
+        start_services=start_services,
+        wait_s=services_wait_s,
+    )
     ctx = click.get_current_context()
     ctx.invoke(migrate)
     os.environ.setdefault("BILLING_LOG_FORMAT", "text")
@@ -233,8 +276,9 @@ def up(port: int, concurrency: int, flower_port: int) -> None:
             "billing.cli", "flower", "--address", "127.0.0.1", "--port", str(flower_port)
         ),
     }
-    children = {name: subprocess.Popen(cmd, env=env, cwd=ROOT) for name, cmd in commands.items()}
-    click.echo(
+    worker_name = f"up{os.getpid()}@{socket.gethostname()}"
+    commands["worker"] += ["--hostname", worker_name]
+    banner = (
         f"\nbilling is up: API on http://127.0.0.1:{port} (docs: /docs, metrics: /metrics)\n"
         f"token:  {token}\n"
         f"try:    curl -s -H 'Authorization: Bearer {token}' "
@@ -242,38 +286,67 @@ def up(port: int, concurrency: int, flower_port: int) -> None:
         f"flower: http://127.0.0.1:{flower_port} (login {env['BILLING_FLOWER_AUTH']})\n"
         "Ctrl-C stops everything.\n"
     )
-    _supervise(children)
+    _run_until_stopped(
+        commands,
+        env,
+        banner=banner,
+        api_url=f"http://127.0.0.1:{port}",
+        worker_name=worker_name,
+        log_dir=None if verbose else log_dir.resolve(),
+    )
 
 
-def _supervise(children: dict[str, subprocess.Popen[bytes]]) -> None:
-    stopping = False
+def _project_directory() -> Path:
+    """Where docker-compose.yml is: the source tree, or else the current directory."""
+    return ROOT if (ROOT / "docker-compose.yml").exists() else Path.cwd()
 
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
+
+def _run_until_stopped(
+    commands: dict[str, list[str]],
+    env: dict[str, str],
+    *,
+    banner: str,
+    api_url: str,
+    worker_name: str,
+    log_dir: Path | None,
+) -> None:
+    """Start the processes, print the banner once the API and worker answer, tend until Ctrl-C."""
+    from billing.adapters import probes
+    from billing.adapters.celery_client import make_celery_app
+    from billing.supervisor import Supervisor, wait_until_ready
+
+    stopping = _stop_on_signals()
+    supervisor = Supervisor(commands, env, ROOT, log_dir)
+    supervisor.start_all()
+    app = make_celery_app()
+    timeout_s = limits.up_worker_ping_timeout_s
+
+    def worker_answers() -> str:
+        return "" if probes.worker_answers_ping(app, worker_name, timeout_s) else "no answer yet"
+
+    checks = [
+        (f"the API at {api_url}/readyz", lambda: probes.api_readiness(api_url, timeout_s)),
+        (f"the worker {worker_name} to answer a ping", worker_answers),
+    ]
+    if wait_until_ready(supervisor, checks, stopping):
+        click.echo(banner)
+        while not stopping() and supervisor.tend():
+            time.sleep(limits.up_ready_poll_interval_s / 2)
+    clean = supervisor.stop_all()
+    if not stopping() or not clean:
+        sys.exit(1)
+
+
+def _stop_on_signals() -> Callable[[], bool]:
+    """Ctrl-C (SIGINT) and SIGTERM ask to stop; the returned function says whether one came."""
+    received: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        received.append(signum)
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    while not stopping:
-        exited = [name for name, child in children.items() if child.poll() is not None]
-        if exited:
-            click.echo(f"{', '.join(exited)} exited; stopping the rest", err=True)
-            break
-        time.sleep(0.5)
-    for child in children.values():
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    for child in children.values():
-        try:
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-    if (
-        any(child.returncode not in (0, -signal.SIGTERM, None) for child in children.values())
-        and not stopping
-    ):
-        sys.exit(1)
+    return lambda: bool(received)
 
 
 def _require_tokens() -> None:

@@ -143,3 +143,28 @@ intake_message_bytes_max = 64 * 1024
 rejected_message_chars_max = 8 * 1024
 # `billing dead-letters` reads the operation ids out of bodies up to this size.
 dead_letter_parse_bytes_max = 4 * 1024 * 1024
+
+# `billing up`. Each probe of PostgreSQL or RabbitMQ gives up after the first
+# timeout; the preflight probes again every interval, up to the wait (the
+# default of --wait-for-services) for a service that is still starting.
+up_probe_timeout_s = 2
+up_probe_interval_s = 1
+up_services_wait_s = 30
+# Docker's own commands (version, info, ps) answer within this, or Docker
+# counts as absent; a service started with compose must report healthy within
+# the wait (compose's health checks allow RabbitMQ 20 s + 12 x 10 s).
+up_docker_command_timeout_s = 10
+up_compose_start_timeout_s = 600
+up_compose_healthy_wait_s = 180
+# The banner waits this long at most for the API's /readyz and a worker's
+# ping; a ping waits this long for the replies.
+up_ready_wait_s = 180
+up_ready_poll_interval_s = 1
+up_worker_ping_timeout_s = 1
+# A process that exits is started again after a pause that doubles from the
+# first to the last value, at most this many times in all; then everything stops.
+up_restarts_max = 5
+up_restart_backoff_min_s = 1
+up_restart_backoff_max_s = 16
+# Ctrl-C: each process gets this long to stop after SIGTERM, then SIGKILL.
+up_stop_grace_s = 20

@@ -1,0 +1,279 @@
+"""The HTTP client: one method per operation, accounts, pages as iterators, and `wait`.
+
+Every operation carries an `operation_id`, made here when the caller gives
+none, so a request that meets a connection error or a 503 can be sent again
+as it was: the service applies an operation id at most once, and answers a
+repeat with the operation as it stands.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import requests
+
+from billing_client import limits
+from billing_client.errors import ApiError, UnavailableError, WaitTimeout, api_error
+from billing_client.models import Account, BatchItem, Entry, Hold, Operation, Status
+
+T = TypeVar("T")
+
+
+def new_operation_id() -> str:
+    """A fresh operation id (`op-` and 32 hex digits), within the contract's 64 characters."""
+    return f"op-{uuid.uuid4().hex}"
+
+
+class Client:
+    """A client of the billing service's HTTP API.
+
+    >>> client = Client("http://127.0.0.1:8000", token)
+    >>> operation = client.credit("alice", 500)
+    >>> client.wait(operation.operation_id).succeeded
+    True
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        attempts_max: int = limits.request_attempts_max,
+        timeout_s: float = limits.request_timeout_s,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.attempts_max = attempts_max
+        self.timeout_s = timeout_s
+        self._session = session or requests.Session()
+        self._session.headers["Authorization"] = f"Bearer {token}"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # Accounts
+
+    def create_account(
+        self,
+        account_id: str,
+        currency: str,
+        *,
+        overdraft_limit: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Account:
+        """Create an account, or return it when it exists with the same currency and limit."""
+        body: dict[str, Any] = {"account_id": account_id, "currency": currency}
+        if overdraft_limit is not None:
+            body["overdraft_limit"] = overdraft_limit
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        return Account.from_json(self._request("POST", "/v1/accounts", json=body))
+
+    def account(self, account_id: str) -> Account:
+        return Account.from_json(self._request("GET", f"/v1/accounts/{account_id}"))
+
+    def entries(
+        self, account_id: str, *, page_size: int = limits.page_size_default
+    ) -> Iterator[Entry]:
+        """The account's ledger entries, newest first, fetched page by page as they are read."""
+        return self._pages(f"/v1/accounts/{account_id}/entries", {}, page_size, Entry.from_json)
+
+    def holds(
+        self,
+        account_id: str,
+        *,
+        status: str | None = None,
+        page_size: int = limits.page_size_default,
+    ) -> Iterator[Hold]:
+        """The account's holds, newest first, optionally only those of one status."""
+        params = {"status": status} if status else {}
+        return self._pages(f"/v1/accounts/{account_id}/holds", params, page_size, Hold.from_json)
+
+    def _pages(
+        self,
+        path: str,
+        params: dict[str, Any],
+        page_size: int,
+        parse: Callable[[dict[str, Any]], T],
+    ) -> Iterator[T]:
+        cursor: str | None = None
+        while True:
+            query = {**params, "limit": page_size, **({"cursor": cursor} if cursor else {})}
+            page = self._request("GET", path, params=query)
+            for item in page["items"]:
+                yield parse(item)
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    # Operations: each returns the operation as accepted (pending), or as it
+    # stands when the same operation_id was accepted before.
+
+    def credit(self, account_id: str, amount: int, *, operation_id: str | None = None) -> Operation:
+        return self._submit("/v1/credits", operation_id, account_id=account_id, amount=amount)
+
+    def debit(self, account_id: str, amount: int, *, operation_id: str | None = None) -> Operation:
+        return self._submit("/v1/debits", operation_id, account_id=account_id, amount=amount)
+
+    def transfer(
+        self,
+        source_account_id: str,
+        destination_account_id: str,
+        amount: int,
+        *,
+        operation_id: str | None = None,
+    ) -> Operation:
+        return self._submit(
+            "/v1/transfers",
+            operation_id,
+            source_account_id=source_account_id,
+            destination_account_id=destination_account_id,
+            amount=amount,
+        )
+
+    def hold(
+        self,
+        account_id: str,
+        amount: int,
+        *,
+        destination_account_id: str | None = None,
+        expires_in_s: int | None = None,
+        operation_id: str | None = None,
+    ) -> Operation:
+        """Block money; the hold's id is the operation id. With a destination, a two-phase
+        transfer; `expires_in_s` releases the hold that long after it applied."""
+        fields: dict[str, Any] = {"account_id": account_id, "amount": amount}
+        if destination_account_id is not None:
+            fields["destination_account_id"] = destination_account_id
+        if expires_in_s is not None:
+            fields["expires_in"] = expires_in_s
+        return self._submit("/v1/holds", operation_id, **fields)
+
+    def capture(
+        self,
+        hold_id: str,
+        *,
+        amount: int | None = None,
+        final: bool | None = None,
+        operation_id: str | None = None,
+    ) -> Operation:
+        """Take `amount` (default: all that remains) of a hold; `final=False` keeps it active."""
+        fields: dict[str, Any] = {}
+        if amount is not None:
+            fields["amount"] = amount
+        if final is not None:
+            fields["final"] = final
+        return self._submit(f"/v1/holds/{hold_id}/capture", operation_id, **fields)
+
+    def release(self, hold_id: str, *, operation_id: str | None = None) -> Operation:
+        return self._submit(f"/v1/holds/{hold_id}/release", operation_id)
+
+    def batch(self, operations: Sequence[Mapping[str, Any]]) -> list[BatchItem]:
+        """Submit operations (`{"type": "credit", "account_id": ..., ...}`) in one request.
+
+        An item without an `operation_id` gets one, so a resent batch is the
+        same batch. Each item has its own result, in order.
+        """
+        items = [
+            {**item, "operation_id": item.get("operation_id") or new_operation_id()}
+            for item in operations
+        ]
+        answer = self._request("POST", "/v1/operations/batch", json={"operations": items})
+        return [BatchItem.from_json(item) for item in answer["items"]]
+
+    def _submit(self, path: str, operation_id: str | None, **fields: Any) -> Operation:
+        body = {"operation_id": operation_id or new_operation_id(), **fields}
+        return Operation.from_json(self._request("POST", path, json=body))
+
+    def operation(self, operation_id: str) -> Operation:
+        return Operation.from_json(self._request("GET", f"/v1/operations/{operation_id}"))
+
+    def wait(self, operation_id: str, timeout_s: float = limits.wait_default_s) -> Operation:
+        """The operation once it is terminal (succeeded, or failed with its `error`).
+
+        Long-polls the service; raises WaitTimeout if it is still pending after
+        `timeout_s`.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining_s = max(0.0, deadline - time.monotonic())
+            wait_s = min(remaining_s, limits.operation_wait_max_s)
+            operation = Operation.from_json(
+                self._request(
+                    "GET",
+                    f"/v1/operations/{operation_id}",
+                    params={"wait": round(wait_s, 3)},
+                    extra_timeout_s=wait_s,
+                )
+            )
+            if operation.status is not Status.pending:
+                return operation
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(operation, timeout_s)
+
+    # Transport
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        extra_timeout_s: float = 0,
+    ) -> Any:
+        """Send a request, again with the same body after a connection error or a 503."""
+        for attempt in range(1, self.attempts_max + 1):
+            last = attempt == self.attempts_max
+            try:
+                response = self._session.request(
+                    method,
+                    self.url + path,
+                    json=json,
+                    params=params,
+                    timeout=self.timeout_s + extra_timeout_s,
+                )
+            except (requests.ConnectionError, requests.Timeout) as error:
+                if last:
+                    raise UnavailableError(None, "unavailable", str(error)) from error
+                time.sleep(_backoff_s(attempt))
+                continue
+            if response.status_code == 503 and not last:
+                time.sleep(max(_backoff_s(attempt), _retry_after_s(response)))
+                continue
+            if response.status_code >= 400:
+                raise _error_of(response)
+            return response.json()
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _backoff_s(attempt: int) -> float:
+    """The pause after the `attempt`th try: doubling, capped, with jitter so clients spread out."""
+    ceiling_s = min(limits.retry_backoff_initial_s * 2 ** (attempt - 1), limits.retry_backoff_max_s)
+    return ceiling_s * random.uniform(0.5, 1.0)
+
+
+def _retry_after_s(response: requests.Response) -> float:
+    try:
+        return min(float(response.headers.get("Retry-After", 0)), limits.retry_backoff_max_s)
+    except ValueError:
+        return 0.0
+
+
+def _error_of(response: requests.Response) -> ApiError:
+    try:
+        error = response.json()["error"]
+        code, message = error["code"], error["message"]
+        return api_error(response.status_code, code, message, error.get("details"))
+    except (ValueError, KeyError, TypeError):
+        return ApiError(response.status_code, "unexpected_response", response.text[:200])
