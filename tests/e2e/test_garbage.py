@@ -41,8 +41,8 @@ MESSAGES = 5_000
 SEED = int(os.environ.get("BILLING_GARBAGE_SEED") or random.SystemRandom().randrange(2**32))
 # Bounds on the waits (not assertions on speed): how long the workers may take
 # to work through the garbage, and the honest operations after it.
-DRAIN_WAIT_S = 240
-HONEST_WAIT_S = 90
+DRAIN_WAIT_S = 150
+HONEST_WAIT_S = 60
 CONSUMERS_WAIT_S = 20
 # BILLING_GARBAGE_QUEUES=requests,tasks narrows the garbage to some queues (to
 # find what else fails while a known failure is being fixed).
@@ -294,7 +294,7 @@ def _honest_failures(
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(480)
 def test_garbage_on_every_queue_stops_no_worker_and_moves_no_honest_money(
     settings: Settings,
     client: stack.Client,
