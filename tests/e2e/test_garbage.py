@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from billing.config import Settings
 from tests.conftest import Workers
@@ -288,9 +289,29 @@ def _honest_failures(
         if after[name] != balance:
             failures.append(
                 f"honest account {name}: (posted, held) {after[name]}, expected {balance} "
-                f"(before the garbage {before[name]})"
+                f"(before the garbage {before[name]}); entries of others: "
+                f"{_foreign_entries(settings, honest['accounts'][name], honest['run'])}"
             )
     return failures
+
+
+def _foreign_entries(settings: Settings, account_id: str, run: str) -> list[Any]:
+    """The entries of an honest account that no honest operation made, with their requests."""
+    engine = stack.engine_for(settings)
+    try:
+        with engine.connect() as connection:
+            return list(
+                connection.execute(
+                    text(
+                        "SELECT e.operation_id, e.type, e.bucket, e.amount, o.request "
+                        "FROM entries e JOIN operations o USING (operation_id) "
+                        "WHERE e.account_id = :account AND e.operation_id NOT LIKE :honest"
+                    ),
+                    {"account": account_id, "honest": f"honest-%-{run}"},
+                )
+            )
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.slow

@@ -213,7 +213,8 @@ class Generator:
         if defect <= 2:
             fields["amount"] = values.awkward_amount(rng)
         elif defect == 3:
-            name = rng.choice(list(fields))
+            # An identifier field only: an awkward identifier can be a good amount (123).
+            name = rng.choice([name for name in fields if name != "amount"])
             fields[name] = values.awkward_identifier(rng, "g")
         elif defect == 4:
             fields[values.random_text(rng, 10) or "extra"] = values.random_scalar(rng)

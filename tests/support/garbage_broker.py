@@ -111,7 +111,7 @@ class GarbageBroker:
         with self.channel() as channel:
             while (message := channel.basic_get(self.settings.amqp_name(queue))) is not None:
                 routing_key = message.delivery_info["routing_key"]
-                taken.append((routing_key, bytes(message.body), message.headers or {}))
+                taken.append((routing_key, _raw_body(message), message.headers or {}))
                 channel.basic_ack(message.delivery_tag)
         return taken
 
@@ -159,3 +159,11 @@ def _summary(line: str) -> str:
         return line[:2000]
     trace = str(record.get("exception") or "").splitlines()
     return f"{str(record.get('message'))[:600]}\n    " + "\n    ".join(trace[-8:])
+
+
+def _raw_body(message: Any) -> bytes:
+    """The body as published: py-amqp decodes a body whose content encoding it knows."""
+    if isinstance(message.body, str):
+        encoding = message.properties.get("content_encoding") or "utf-8"
+        return message.body.encode(encoding, "surrogateescape")
+    return bytes(message.body)
