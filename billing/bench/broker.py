@@ -21,6 +21,7 @@ from kombu import Connection, Producer, Queue
 
 from billing.adapters.amqp_reads import blocking_reader
 from billing.adapters.events import Topology
+from billing.adapters.failover import connect_to_a_node
 from billing.bench.workload import EVENT_SOURCES
 from billing.config import Settings
 
@@ -291,6 +292,7 @@ class IntakePublisher:
         options = {"confirm_publish": True}
         try:
             with Connection(self._settings.broker_url, transport_options=options) as connection:
+                connect_to_a_node(connection)
                 channel = connection.channel()
                 # Declared like the service declares it, so a message is never
                 # dropped for want of the queue even before a worker started.
