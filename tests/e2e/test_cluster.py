@@ -5,7 +5,8 @@ throwaway cluster (tests/support/cluster.py). Each process lists the nodes
 in another order, so the two workers are connected to different nodes. Mixed
 operations go in over HTTP, one by one and in batches, and over the AMQP
 intake, while (1) the node holding the leader of `billing.tasks` is killed
-with SIGKILL and restarted, (2) another node is stopped for 20 seconds, and
+with SIGKILL and restarted, (2) another node (that of `billing.responses`'
+leader when it is another) is stopped for 20 seconds, and
 (3) the node holding the leader of `billing.requests` (the intake) is cut off
 from the others by a partition and healed. Each fault waits until no node is
 quorum critical, as an operator would. How long the API answered 503 around
@@ -245,7 +246,10 @@ def _faults(cluster: RabbitCluster, settings: Settings, faults: list[Fault]) -> 
     cluster.wait_running()
     faults[-1].ended = time.time()
 
-    stopped = next(node for node in cluster.nodes if node is not killed)
+    # The node of billing.responses' leader, unless it was the one killed.
+    responses = cluster.leaders().get(settings.amqp_name("billing.responses"), "")
+    others = [node for node in cluster.nodes if node is not killed]
+    stopped = next((node for node in others if node.node == responses), others[0])
     cluster.wait_not_quorum_critical(stopped)
     faults.append(Fault(f"stop for {NODE_STOPPED_S} s", stopped.node, time.time()))
     stopped.stop()
