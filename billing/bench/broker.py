@@ -93,6 +93,12 @@ class EventStream:
                 # Raw deliveries, not kombu Messages: thousands arrive each
                 # second, and the bench shares the CPU with the service.
                 try:
+                    # A quorum queue takes an exclusive consumer beside others
+                    # (a classic queue refused it): look for them first.
+                    if self._source == "responses":
+                        consumers = channel.queue_declare(queue_name, passive=True).consumer_count
+                        if consumers:
+                            raise amqp.exceptions.AccessRefused(f"{consumers} consumer(s)")
                     channel.basic_consume(
                         queue_name,
                         no_ack=True,
