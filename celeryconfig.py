@@ -14,7 +14,12 @@ from billing.config import Settings
 _settings = Settings.from_env()
 _name = _settings.amqp_name
 
+# One URL, or a cluster's nodes separated by `;`: each connection (the
+# worker's consumer, every producer, beat) goes to the first that answers and,
+# when its node dies, to the next in the list, round robin. Ordering the list
+# differently per host spreads the connections over the nodes.
 broker_url = _settings.broker_url
+broker_failover_strategy = "round-robin"
 # Retry the broker connection forever, at start-up and after a broker restart:
 # a worker that gives up is a worker that silently stops applying money.
 broker_connection_retry_on_startup = True

@@ -147,13 +147,17 @@ def flower_environment(settings: Settings) -> dict[str, str]:
 
 
 def broker_api_url(settings: Settings) -> str:
-    """The RabbitMQ management API that shows queue lengths in Flower."""
+    """The RabbitMQ management API that shows queue lengths in Flower.
+
+    Of a cluster, the first node's (any node's API shows every queue of the
+    cluster); BILLING_BROKER_API_URL names another, e.g. a load balancer's.
+    """
     explicit = os.environ.get("BILLING_BROKER_API_URL")
     if explicit:
         return explicit
     from urllib.parse import urlsplit
 
-    broker = urlsplit(settings.broker_url)
+    broker = urlsplit(settings.broker_urls[0])
     credentials = f"{broker.username or 'guest'}:{broker.password or 'guest'}"
     return f"http://{credentials}@{broker.hostname or '127.0.0.1'}:15672/api/"
 

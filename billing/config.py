@@ -1,4 +1,10 @@
-"""Configuration from the environment, with defaults for a local PostgreSQL and RabbitMQ."""
+"""Configuration from the environment, with defaults for a local PostgreSQL and RabbitMQ.
+
+`BILLING_BROKER_URL` may name the nodes of a RabbitMQ cluster, as URLs
+separated by `;` (kombu's failover form): every connection the service makes
+goes to the first node that answers, in that order, and to the next one when
+its node goes away.
+"""
 
 from __future__ import annotations
 
@@ -25,11 +31,16 @@ class Settings:
         tokens = tuple(t.strip() for t in env.get("BILLING_API_TOKENS", "").split(",") if t.strip())
         return cls(
             database_url=env.get("BILLING_DATABASE_URL") or DATABASE_URL_DEFAULT,
-            broker_url=env.get("BILLING_BROKER_URL") or BROKER_URL_DEFAULT,
+            broker_url=_broker_url(env.get("BILLING_BROKER_URL", "")),
             api_tokens=tokens,
             amqp_prefix=env.get("BILLING_AMQP_PREFIX", "").strip(),
             flower_auth=env.get("BILLING_FLOWER_AUTH", "").strip(),
         )
+
+    @property
+    def broker_urls(self) -> tuple[str, ...]:
+        """The broker's nodes, in the order connections try them."""
+        return tuple(url.strip() for url in self.broker_url.split(";") if url.strip())
 
     def amqp_name(self, name: str) -> str:
         """An exchange or queue name with the deployment's prefix (`acme.billing.events`)."""
@@ -52,3 +63,8 @@ def api_tokens_problem(tokens: tuple[str, ...]) -> str | None:
             "so it cannot be guessed, e.g. $(openssl rand -hex 16)."
         )
     return None
+
+
+def _broker_url(value: str) -> str:
+    """The URL list without blanks around its `;` (kombu would take them into the next URL)."""
+    return ";".join(url.strip() for url in value.split(";") if url.strip()) or BROKER_URL_DEFAULT

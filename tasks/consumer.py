@@ -11,6 +11,15 @@ a `task` or `id` header that is a list or an object, a body that is not
 `[args, kwargs, embed]`. Such an error escapes into the consumer's event
 loop, which stops the whole worker (and the message, redelivered, stops the
 next one). Those messages are refused here like undecodable ones.
+
+And Celery sets up its native delayed delivery (how a countdown works on
+quorum queues) on every URL of a `;`-separated broker list, as if each were
+a broker of its own, retrying a node that is down for about ten seconds
+(1 + 3 + 5 s of pauses) before the worker consumes again: after every
+reconnection while a cluster node is down, the worker's tasks waited that
+long (17 s at the 99th percentile in tests/e2e/test_cluster.py). What it
+declares (exchanges, queues, bindings) belongs to the whole cluster, so here
+it is set up on the first node that answers.
 """
 
 from __future__ import annotations
@@ -20,12 +29,42 @@ from collections.abc import Callable
 from typing import Any
 
 from celery.worker.consumer import Consumer
+from celery.worker.consumer.delayed_delivery import DelayedDelivery
 from vine import promise
 
 log = logging.getLogger(__name__)
 
 
+class ClusterDelayedDelivery(DelayedDelivery):  # type: ignore[misc]
+    """Celery's delayed delivery, set up once on the cluster instead of once per node.
+
+    Uses two private methods of Celery's step (pinned in requirements.lock;
+    tests/unit/test_consumer_steps.py fails when they move). With a single
+    broker URL, or when no node answers at once, Celery's own start runs.
+    """
+
+    def start(self, c: Any) -> None:
+        urls = [url for url in c.app.conf.broker_url.split(";") if url]
+        if len(urls) > 1:
+            self._validate_configuration(c.app)
+            for url in urls:
+                try:
+                    self._setup_delayed_delivery(c, url)
+                    return
+                except Exception as error:  # the next node may answer
+                    log.warning(
+                        "delayed delivery: a broker node failed (%s); trying the next", error
+                    )
+        super().start(c)
+
+
 class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
+    class Blueprint(Consumer.Blueprint):  # type: ignore[misc]
+        default_steps = [
+            f"{__name__}:ClusterDelayedDelivery" if step.endswith(":DelayedDelivery") else step
+            for step in Consumer.Blueprint.default_steps
+        ]
+
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         log.error(
             "refused an undecodable message (content type %r): %s; dead-lettered",

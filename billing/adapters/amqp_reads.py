@@ -20,6 +20,8 @@ import amqp.transport
 from kombu import Connection
 from kombu.transport import pyamqp
 
+from billing.adapters.failover import connect_to_a_node
+
 read_size = 1 << 16
 _FRAME_HEAD = struct.Struct(">BHI")
 _FRAME_END = 0xCE
@@ -85,10 +87,30 @@ class _BufferedReads(pyamqp.Transport):  # type: ignore[misc]
     Connection = _BufferedConnection
 
 
+class _BufferedFailover(Connection):  # type: ignore[misc]
+    """A connection to one of several nodes that keeps the buffered reads on every node.
+
+    kombu's `switch` (to the next URL of a `;`-separated list, when a node
+    fails) takes the transport from the next URL's scheme, which would drop
+    the buffered reads after the first failover.
+    """
+
+    def switch(self, conn_str: str) -> None:
+        super().switch(conn_str)
+        self.transport_cls = _BufferedReads
+
+
 def blocking_reader(broker_url: str, **options: Any) -> Connection:
     """A kombu connection whose reads are buffered, for a user that only reads by blocking calls.
 
-    Any other URL scheme than RabbitMQ's keeps kombu's own transport.
+    `broker_url` may list a cluster's nodes separated by `;`: the connection
+    is made to the first node that answers, each tried once in order (a
+    caller that retries starts again from the first). Any other URL scheme
+    than RabbitMQ's keeps kombu's own transport.
     """
-    amqp_scheme = broker_url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp")
-    return Connection(broker_url, transport=_BufferedReads if amqp_scheme else None, **options)
+    urls = broker_url.split(";")
+    if not all(url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp") for url in urls):
+        return Connection(broker_url, **options)
+    connection = _BufferedFailover(broker_url, transport=_BufferedReads, **options)
+    connect_to_a_node(connection)
+    return connection

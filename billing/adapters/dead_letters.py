@@ -34,6 +34,7 @@ from kombu.message import Message
 
 from billing import limits, untrusted_json
 from billing.adapters.events import Topology
+from billing.adapters.failover import connect_to_a_node
 from billing.config import Settings
 
 # The properties a replayed copy keeps besides its content type, encoding and
@@ -241,6 +242,7 @@ def _connect(settings: Settings) -> Iterator[Connection]:
     )
     try:
         with connection:
+            connect_to_a_node(connection)
             yield connection
     except failures as error:
         raise BrokerFailure(f"{type(error).__name__}: {error}") from error

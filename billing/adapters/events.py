@@ -1,7 +1,8 @@
 """The AMQP topology of the service and the publisher of outcome events.
 
 `billing.events` is a durable topic exchange; `billing.responses` is a
-durable queue bound with `#`, so events are kept while nobody consumes them.
+durable quorum queue bound with `#`, so events are kept while nobody
+consumes them, and on a cluster survive the loss of a node.
 Events are persistent and published with confirms, in bursts, so a publish
 that returns has reached the broker; and mandatory, after declaring
 `billing.responses` and its binding again, so that what the broker confirms
@@ -38,15 +39,15 @@ class Topology:
     def __init__(self, settings: Settings) -> None:
         name = settings.amqp_name
         self.events = Exchange(name("billing.events"), type="topic", durable=True)
-        # A version 2 classic queue: it keeps long backlogs on disk with less
-        # memory, and took RabbitMQ 3.10 about 15% less CPU per event than
-        # version 1, its default, in the batch benchmark.
+        # A quorum queue, like every queue here: on a cluster it is replicated
+        # on up to three nodes (the broker's default group size), so an event
+        # the broker confirmed survives the loss of any one of them.
         self.responses = Queue(
             name("billing.responses"),
             exchange=self.events,
             routing_key="#",
             durable=True,
-            queue_arguments={"x-queue-version": 2},
+            queue_arguments={"x-queue-type": "quorum"},
         )
         self.requests = Exchange(name("billing.requests"), type="direct", durable=True)
         self.requests_dead = Exchange(name("billing.requests.dead"), type="fanout", durable=True)
@@ -94,11 +95,13 @@ class Topology:
     def declare_responses(self, connection: Connection) -> bool:
         """Declare `billing.responses`, and keep one an older release declared as it is.
 
-        Older releases declared the queue without `x-queue-version`; the broker
-        refuses to declare an existing queue with other arguments (406), so
-        such a queue is only checked and bound, and goes on working. A policy
-        converts it in place (docs/operations.md, "RabbitMQ", shows it). Whether
-        the queue has the arguments declared here (False for an older one).
+        Older releases declared it as a classic queue (without arguments, or
+        as version 2); the broker refuses to declare an existing queue as
+        another type (406), so such a queue is only checked and bound, and
+        goes on working, on one node, not replicated. docs/operations.md
+        ("RabbitMQ") shows how to move it to a quorum queue without losing an
+        event. Whether the queue has the arguments declared here (False for
+        an older one).
         """
         with contextlib.closing(connection.channel()) as channel:
             try:
@@ -110,9 +113,9 @@ class Topology:
             channel.queue_declare(self.responses.name, passive=True)
             self.events.bind(channel).declare()
             channel.queue_bind(self.responses.name, self.events.name, "#")
-        log.info(
-            "%s is a version 1 classic queue, declared by an older release; it works as "
-            "it is, and a policy with queue-version 2 converts it",
+        log.warning(
+            "%s is a classic queue, declared by an older release; it works as it is, "
+            "but is not replicated: docs/operations.md shows how to make it a quorum queue",
             self.responses.name,
         )
         return False

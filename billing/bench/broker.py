@@ -21,6 +21,7 @@ from kombu import Connection, Producer, Queue
 
 from billing.adapters.amqp_reads import blocking_reader
 from billing.adapters.events import Topology
+from billing.adapters.failover import connect_to_a_node
 from billing.bench.workload import EVENT_SOURCES
 from billing.config import Settings
 
@@ -92,6 +93,12 @@ class EventStream:
                 # Raw deliveries, not kombu Messages: thousands arrive each
                 # second, and the bench shares the CPU with the service.
                 try:
+                    # A quorum queue takes an exclusive consumer beside others
+                    # (a classic queue refused it): look for them first.
+                    if self._source == "responses":
+                        consumers = channel.queue_declare(queue_name, passive=True).consumer_count
+                        if consumers:
+                            raise amqp.exceptions.AccessRefused(f"{consumers} consumer(s)")
                     channel.basic_consume(
                         queue_name,
                         no_ack=True,
@@ -291,6 +298,7 @@ class IntakePublisher:
         options = {"confirm_publish": True}
         try:
             with Connection(self._settings.broker_url, transport_options=options) as connection:
+                connect_to_a_node(connection)
                 channel = connection.channel()
                 # Declared like the service declares it, so a message is never
                 # dropped for want of the queue even before a worker started.

@@ -1,8 +1,9 @@
-"""`billing.responses` is a version 2 classic queue; one an older release declared still works."""
+"""`billing.responses` is a quorum queue; a classic one an older release declared still works."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import amqp.exceptions
 import pytest
@@ -21,11 +22,14 @@ def settings() -> Iterator[Settings]:
     stack.delete_amqp_entities(settings)
 
 
-def declared_without_arguments(connection: Connection, queue: str) -> bool:
-    """Whether the broker takes a declaration of `queue` with no arguments (406 otherwise)."""
+QUORUM = {"x-queue-type": "quorum"}
+
+
+def takes_declaration(connection: Connection, queue: str, arguments: dict[str, Any] | None) -> bool:
+    """Whether the broker takes a declaration of `queue` with `arguments` (406 otherwise)."""
     channel = connection.channel()
     try:
-        channel.queue_declare(queue, durable=True, auto_delete=False)
+        channel.queue_declare(queue, durable=True, auto_delete=False, arguments=arguments)
         return True
     except amqp.exceptions.PreconditionFailed:
         return False
@@ -46,27 +50,35 @@ def publish_and_count(settings: Settings, topology: Topology) -> int:
         return int(connection.channel().queue_declare(topology.responses.name, passive=True)[1])
 
 
-def test_a_new_deployment_declares_the_responses_queue_as_version_2(settings: Settings) -> None:
-    topology = Topology(settings)
-    with Connection(settings.broker_url) as connection:
-        topology.declare(connection)
-        assert not declared_without_arguments(connection, topology.responses.name)
-    assert publish_and_count(settings, topology) == 1
-
-
-def test_a_responses_queue_an_older_release_declared_is_kept_and_still_gets_events(
+def test_a_new_deployment_declares_the_responses_queue_as_a_quorum_queue(
     settings: Settings,
 ) -> None:
     topology = Topology(settings)
     with Connection(settings.broker_url) as connection:
-        # As older releases declared it: no arguments (and not bound yet).
-        connection.channel().queue_declare(topology.responses.name, durable=True, auto_delete=False)
         topology.declare(connection)
-        assert declared_without_arguments(connection, topology.responses.name)
+        assert takes_declaration(connection, topology.responses.name, QUORUM)
     assert publish_and_count(settings, topology) == 1
 
 
-def test_an_older_releases_queue_deleted_under_a_publisher_comes_back_as_version_2(
+@pytest.mark.parametrize(
+    "arguments", [None, {"x-queue-version": 2}], ids=["classic version 1", "classic version 2"]
+)
+def test_a_responses_queue_an_older_release_declared_is_kept_and_still_gets_events(
+    settings: Settings, arguments: dict[str, Any] | None
+) -> None:
+    topology = Topology(settings)
+    with Connection(settings.broker_url) as connection:
+        # As older releases declared it (and not bound yet).
+        connection.channel().queue_declare(
+            topology.responses.name, durable=True, auto_delete=False, arguments=arguments
+        )
+        topology.declare(connection)
+        assert takes_declaration(connection, topology.responses.name, arguments)
+        assert not takes_declaration(connection, topology.responses.name, QUORUM)
+    assert publish_and_count(settings, topology) == 1
+
+
+def test_an_older_releases_queue_deleted_under_a_publisher_comes_back_as_a_quorum_queue(
     settings: Settings,
 ) -> None:
     topology = Topology(settings)
@@ -84,7 +96,7 @@ def test_an_older_releases_queue_deleted_under_a_publisher_comes_back_as_version
     finally:
         publisher.close_connection()
     with Connection(settings.broker_url) as connection:
-        assert not declared_without_arguments(connection, topology.responses.name)
+        assert takes_declaration(connection, topology.responses.name, QUORUM)
         assert connection.channel().queue_declare(topology.responses.name, passive=True)[1] == 1
 
 

@@ -6,7 +6,9 @@ fault test gets instances of its own on other ports, and removes them after.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -100,20 +102,19 @@ class ThrowawayPostgres:
 class ThrowawayRabbit:
     """A RabbitMQ node of its own (its own node name, ports and data directory)."""
 
-    def __init__(self, name: str, port: int, dist_port: int) -> None:
+    def __init__(self, name: str, port: int, dist_port: int, config: str = "") -> None:
         self.node = f"{name}@localhost"
         self.port = port
+        self.dist_port = dist_port
         self.base = Path(tempfile.mkdtemp(prefix=f"rabbit-{name}-"))
         (self.base / "plugins").write_text("[].\n")
         (self.base / "rabbitmq.conf").write_text(
-            f"loopback_users = none\nlisteners.tcp.default = {port}\n"
+            f"loopback_users = none\nlisteners.tcp.default = {port}\n{config}"
         )
         self.base.chmod(0o755)
         shutil.chown(self.base, "rabbitmq", "rabbitmq")
         for child in self.base.iterdir():
             shutil.chown(child, "rabbitmq", "rabbitmq")
-        import os
-
         self.env = dict(os.environ)
         self.env.update(
             RABBITMQ_NODENAME=self.node,
@@ -158,6 +159,23 @@ class ThrowawayRabbit:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def kill(self) -> None:
+        """SIGKILL the node's Erlang VM, as a crash or the OOM killer would."""
+        pid = int((self.base / "pid").read_text().strip())
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"RabbitMQ node {self.node} (pid {pid}) outlived SIGKILL")
+
+    def ctl(self, *args: str, timeout_s: float = 60) -> str:
+        """`rabbitmqctl -n NODE ...`; its output, or RuntimeError when it fails."""
+        return _run(["rabbitmqctl", "-n", self.node, *args], env=self.env, timeout_s=timeout_s)
 
     def remove(self) -> None:
         self.stop()
