@@ -54,6 +54,9 @@ lock_set_attempts_max = 3
 # default), so a hung task is killed long before the broker gives up on it.
 task_time_limit_s = 120
 task_soft_time_limit_s = 90
+# A task message's own time limits (its `timelimit` header) are refused past
+# this: none of the service's tasks needs more than the limits above.
+task_header_time_limit_max_s = 86_400
 
 # An accepted operation still pending after this long is enqueued again by
 # the recovery sweep; an unpublished outcome is republished after this long.

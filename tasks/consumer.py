@@ -10,7 +10,11 @@ process, before any task code runs, and some shapes make that reading raise:
 a `task` or `id` header that is a list or an object, a body that is not
 `[args, kwargs, embed]`. Such an error escapes into the consumer's event
 loop, which stops the whole worker (and the message, redelivered, stops the
-next one). Those messages are refused here like undecodable ones.
+next one). Those messages are refused here like undecodable ones. Other headers are
+read later, still in the main process, where no handler of ours can catch
+what they raise (a `timelimit` that is not a pair stopped every worker):
+every header Celery reads there is checked for its shape before Celery
+sees the message (`header_problem`).
 
 And Celery sets up its native delayed delivery (how a countdown works on
 quorum queues) on every URL of a `;`-separated broker list, as if each were
@@ -31,6 +35,8 @@ from typing import Any
 from celery.worker.consumer import Consumer
 from celery.worker.consumer.delayed_delivery import DelayedDelivery
 from vine import promise
+
+from billing import limits
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +84,11 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
         broker_errors = (*self.connection_errors, *self.channel_errors)
 
         def on_task_received(message: Any) -> Any:
+            problem = header_problem(message.headers)
+            if problem is not None:
+                log.error("refused a task message with %s; dead-lettered", problem)
+                message.reject_log_error(log, broker_errors)
+                return None
             try:
                 return handler(message)
             except broker_errors:
@@ -89,3 +100,65 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
                 return None
 
         return on_task_received
+
+
+_TEXT_HEADERS = ("id", "task")
+_OPTIONAL_TEXT_HEADERS = (
+    "shadow",
+    "root_id",
+    "parent_id",
+    "group",
+    "argsrepr",
+    "kwargsrepr",
+    "reply_to",
+    "correlation_id",
+    "origin",
+    "lang",
+    "eta",
+    "expires",
+)
+_OPTIONAL_COUNT_HEADERS = ("retries", "replaced_task_nesting", "group_index")
+
+
+def header_problem(headers: Any) -> str | None:
+    """What is wrong with the shape of a task message's headers, or None.
+
+    The headers of protocol 2 that Celery's worker reads in its main process,
+    each of the type Celery's own clients send. Anything else is a message
+    no client of this service made.
+    """
+    if not isinstance(headers, dict):
+        return "no headers" if headers is None else f"headers of type {type(headers).__name__}"
+    for name in _TEXT_HEADERS:
+        if not isinstance(headers.get(name), str):
+            return f"a {name!r} header that is not text"
+    for name in _OPTIONAL_TEXT_HEADERS:
+        if headers.get(name) is not None and not isinstance(headers[name], str):
+            return f"a {name!r} header that is not text"
+    for name in _OPTIONAL_COUNT_HEADERS:
+        value = headers.get(name)
+        if value is not None and (type(value) is not int or value < 0):
+            return f"a {name!r} header that is not a count"
+    if headers.get("ignore_result") not in (None, True, False):
+        return "an 'ignore_result' header that is not a boolean"
+    for name in ("stamped_headers", "groups"):
+        if headers.get(name) is not None and not isinstance(headers[name], list):
+            return f"a {name!r} header that is not a list"
+    if headers.get("stamps") is not None and not isinstance(headers["stamps"], dict):
+        return "a 'stamps' header that is not an object"
+    timelimit = headers.get("timelimit")
+    if timelimit is not None and not _is_time_limits(timelimit):
+        return "a 'timelimit' header that is not a pair of durations"
+    return None
+
+
+def _is_time_limits(value: Any) -> bool:
+    return (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(
+            limit is None
+            or (type(limit) in (int, float) and 0 <= limit <= limits.task_header_time_limit_max_s)
+            for limit in value
+        )
+    )

@@ -19,6 +19,7 @@ to run the same garbage again (the ids differ per run, the shapes do not).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import subprocess
@@ -229,13 +230,30 @@ def _dead_letter_failures(
 ) -> list[str]:
     """Refused garbage must be parked in its dead-letter queue; the intake's also announced."""
     failures = []
-    parked = {digest(body) for _, body, _ in broker.take_all("billing.requests.dead")}
+    dead_requests = [body for _, body, _ in broker.take_all("billing.requests.dead")]
+    parked = {digest(body) for body in dead_requests}
     parked |= {digest(body) for _, body, _ in broker.take_all("billing.tasks.dead")}
+    # A submit_request task the gate refuses is parked as the request it carries,
+    # in the intake's form: found by its operation id.
+    parked |= {_parked_request_id(body) for body in dead_requests} - {None}
     # The periodic queue has no dead-letter exchange on purpose (celeryconfig:
     # runs past their `expires` are dropped there), and garbage on the control
     # queue has no place to go: only the ledger, result and intake queues are checked.
     checked = [m for m in sent if m.fate == "refused" and m.queue in (INTAKE, TASKS, RESULTS)]
-    vanished = Counter(f"{m.queue}/{m.kind}" for m in checked if digest(m.body) not in parked)
+    vanished = Counter(
+        f"{m.queue}/{m.kind}"
+        for m in checked
+        if digest(m.body) not in parked
+        and _submitted_id(m) not in parked
+        and not _is_anonymous_submit(m)
+    )
+    # Those with no operation id to find them by are counted instead.
+    anonymous_sent = sum(
+        1 for m in checked if digest(m.body) not in parked and _is_anonymous_submit(m)
+    )
+    anonymous_parked = sum(1 for body in dead_requests if _parked_request_id(body) is None)
+    if anonymous_parked < anonymous_sent:
+        vanished["submit_request without an operation id"] = anonymous_sent - anonymous_parked
     if vanished:
         failures.append(
             f"{sum(vanished.values())} of {len(checked)} refused messages are in no "
@@ -248,6 +266,35 @@ def _dead_letter_failures(
             "intake messages"
         )
     return failures
+
+
+def _parked_request_id(body: bytes) -> str | None:
+    try:
+        request = json.loads(body)
+    except ValueError:
+        return None
+    operation_id = request.get("operation_id") if isinstance(request, dict) else None
+    return f"request:{operation_id}" if isinstance(operation_id, str) else None
+
+
+def _submitted_id(message: Garbage) -> str | None:
+    """The operation id a submit_request envelope carries, as `_parked_request_id` names it."""
+    if message.headers is None or message.headers.get("task") != "billing.submit_request":
+        return None
+    try:
+        args = json.loads(message.body)[0]
+        operation_id = args[1].get("operation_id")
+    except (ValueError, LookupError, TypeError, AttributeError):
+        return None
+    return f"request:{operation_id}" if isinstance(operation_id, str) else None
+
+
+def _is_anonymous_submit(message: Garbage) -> bool:
+    return (
+        message.headers is not None
+        and message.headers.get("task") == "billing.submit_request"
+        and _submitted_id(message) is None
+    )
 
 
 def _worker_failures(watch: WorkerWatch, broker: GarbageBroker) -> list[str]:

@@ -1,0 +1,66 @@
+"""The shape of a task message's headers is checked before Celery reads them in the main process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tasks.consumer import header_problem
+
+GOOD = {
+    "lang": "py",
+    "task": "billing.apply_operations",
+    "id": "5b9e4a4e-0000-4000-8000-000000000000",
+    "shadow": None,
+    "eta": None,
+    "expires": None,
+    "group": None,
+    "group_index": None,
+    "retries": 0,
+    "timelimit": [None, None],
+    "root_id": "5b9e4a4e-0000-4000-8000-000000000000",
+    "parent_id": None,
+    "argsrepr": "(['op-1'],)",
+    "kwargsrepr": "{}",
+    "origin": "gen1@host",
+    "ignore_result": False,
+    "replaced_task_nesting": 0,
+    "stamped_headers": None,
+    "stamps": {},
+}
+
+
+def test_the_headers_celery_itself_sends_pass() -> None:
+    assert header_problem(GOOD) is None
+    assert header_problem({**GOOD, "timelimit": [120, 90.5], "eta": "2026-12-06T00:00:00"}) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("timelimit", 2.5),
+        ("timelimit", [1, 2, 3]),
+        ("timelimit", ["1", None]),
+        ("timelimit", [float("nan"), None]),
+        ("timelimit", [-1, None]),
+        ("timelimit", [10**9, None]),
+        ("timelimit", [True, None]),
+        ("id", ["a"]),
+        ("task", {"name": "x"}),
+        ("retries", "3"),
+        ("retries", -1),
+        ("eta", 12),
+        ("ignore_result", "yes"),
+        ("stamps", []),
+        ("groups", "g"),
+    ],
+)
+def test_a_header_of_another_shape_is_a_problem(name: str, value: Any) -> None:
+    assert header_problem({**GOOD, name: value}) is not None
+
+
+def test_missing_or_odd_headers_are_a_problem() -> None:
+    assert header_problem(None) is not None
+    assert header_problem([1, 2]) is not None
+    assert header_problem({k: v for k, v in GOOD.items() if k != "id"}) is not None
