@@ -57,6 +57,9 @@ task_soft_time_limit_s = 90
 # A task message's own time limits (its `timelimit` header) are refused past
 # this: none of the service's tasks needs more than the limits above.
 task_header_time_limit_max_s = 86_400
+# Celery's remote control commands take a few flat arguments; a command whose
+# arguments nest deeper than this is dropped before Celery reads it.
+control_arguments_depth_max = 4
 
 # An accepted operation still pending after this long is enqueued again by
 # the recovery sweep; an unpublished outcome is republished after this long.

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery.worker.consumer import Consumer
+from celery.worker.consumer.control import Control
 from celery.worker.consumer.delayed_delivery import DelayedDelivery
 from vine import promise
 
@@ -64,14 +65,95 @@ class ClusterDelayedDelivery(DelayedDelivery):  # type: ignore[misc]
         super().start(c)
 
 
+class GuardedControl(Control):  # type: ignore[misc]
+    """Celery's remote control, taking only commands of the shape Celery's clients send.
+
+    On any error in a command Celery restarts its control consumer from inside
+    the message handler; a stream of malformed commands nested those restarts
+    until the worker's main process died of a RecursionError. A command whose
+    body is not of that shape is dropped (logged) before Celery reads it.
+    """
+
+    def __init__(self, c: Any, **kwargs: Any) -> None:
+        super().__init__(c, **kwargs)
+        handle = self.box.on_message
+
+        def on_message(body: Any, message: Any) -> None:
+            problem = control_problem(body)
+            if problem is not None:
+                log.error("dropped a control message with %s", problem)
+                return
+            handle(body, message)
+
+        self.box.on_message = on_message
+
+
+_REPLACED_STEPS = {
+    "DelayedDelivery": f"{__name__}:ClusterDelayedDelivery",
+    "Control": f"{__name__}:GuardedControl",
+}
+
+
+def control_problem(body: Any) -> str | None:
+    """What is wrong with the shape of a remote control command, or None."""
+    if not isinstance(body, dict):
+        return f"a body of type {type(body).__name__}"
+    if not isinstance(body.get("method"), str):
+        return "no method name"
+    arguments = body.get("arguments")
+    if arguments is not None and not (
+        isinstance(arguments, dict) and all(isinstance(name, str) for name in arguments)
+    ):
+        return "arguments that are not named"
+    if _depth(arguments) > limits.control_arguments_depth_max:
+        return "arguments nested too deep"
+    destination = body.get("destination")
+    if destination is not None and not (
+        isinstance(destination, list) and all(isinstance(name, str) for name in destination)
+    ):
+        return "a destination that is not a list of names"
+    for name in ("pattern", "matcher", "ticket"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            return f"a {name!r} that is not text"
+    reply_to = body.get("reply_to")
+    if reply_to is not None and not (
+        isinstance(reply_to, dict)
+        and isinstance(reply_to.get("exchange"), str)
+        and isinstance(reply_to.get("routing_key"), str)
+    ):
+        return "a reply address that is not an exchange and a routing key"
+    return None
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in a JSON value, counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth > limits.control_arguments_depth_max:
+                return depth
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
     class Blueprint(Consumer.Blueprint):  # type: ignore[misc]
         default_steps = [
-            f"{__name__}:ClusterDelayedDelivery" if step.endswith(":DelayedDelivery") else step
+            _REPLACED_STEPS.get(step.rsplit(":", 1)[1], step)
             for step in Consumer.Blueprint.default_steps
         ]
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
+        task_channel = getattr(self.task_consumer, "channel", None)
+        if message.channel is not task_channel or _auto_acknowledged(message):
+            # Celery hands this callback to its control (pidbox) consumer too,
+            # whose messages the broker has already let go: a reject there is
+            # a channel error (unknown delivery tag) that stopped the worker.
+            log.error("dropped an undecodable control message: %s", exc)
+            return
         log.error(
             "refused an undecodable message (content type %r): %s; dead-lettered",
             message.content_type,
@@ -100,6 +182,14 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
                 return None
 
         return on_task_received
+
+
+def _auto_acknowledged(message: Any) -> bool:
+    """Whether a consumer without acknowledgements delivered the message (as kombu's own
+    `Message.ack` tells, from the channel's `no_ack_consumers`)."""
+    consumers = getattr(message.channel, "no_ack_consumers", None)
+    tag = (message.delivery_info or {}).get("consumer_tag")
+    return consumers is not None and tag in consumers
 
 
 _TEXT_HEADERS = ("id", "task")

@@ -24,7 +24,15 @@ PROJECT = "billing-services"
 COMPOSE_FILE = "docker-compose.yml"
 SERVICES_FILE = "docker-compose.services.yml"
 # The full stack's file refuses to load without these; the two data stores never read them.
-_REQUIRED_BY_THE_FILE = ("BILLING_API_TOKENS", "BILLING_FLOWER_AUTH")
+# Secrets docker-compose.yml requires (`:?`) of services the preflight never
+# starts; the stores it starts take their users from the URLs and the override.
+_REQUIRED_BY_THE_FILE = (
+    "BILLING_API_TOKENS",
+    "BILLING_FLOWER_AUTH",
+    "POSTGRES_PASSWORD",
+    "BILLING_DB_PASSWORD",
+    "RABBITMQ_PASSWORD",
+)
 
 
 class ComposeError(Exception):

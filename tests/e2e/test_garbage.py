@@ -271,7 +271,7 @@ def _dead_letter_failures(
 def _parked_request_id(body: bytes) -> str | None:
     try:
         request = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     operation_id = request.get("operation_id") if isinstance(request, dict) else None
     return f"request:{operation_id}" if isinstance(operation_id, str) else None
@@ -284,7 +284,7 @@ def _submitted_id(message: Garbage) -> str | None:
     try:
         args = json.loads(message.body)[0]
         operation_id = args[1].get("operation_id")
-    except (ValueError, LookupError, TypeError, AttributeError):
+    except (ValueError, RecursionError, LookupError, TypeError, AttributeError):
         return None
     return f"request:{operation_id}" if isinstance(operation_id, str) else None
 

@@ -165,5 +165,8 @@ def _raw_body(message: Any) -> bytes:
     """The body as published: py-amqp decodes a body whose content encoding it knows."""
     if isinstance(message.body, str):
         encoding = message.properties.get("content_encoding") or "utf-8"
-        return message.body.encode(encoding, "surrogateescape")
+        try:
+            return message.body.encode(encoding, "surrogateescape")
+        except LookupError:  # a garbage encoding py-amqp still decoded with
+            return message.body.encode("utf-8", "surrogateescape")
     return bytes(message.body)

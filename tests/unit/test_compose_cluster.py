@@ -19,6 +19,9 @@ REQUIRED_VARIABLES = {
     "BILLING_API_TOKENS": "a-token",
     "BILLING_FLOWER_AUTH": "admin:secret",
     "RABBITMQ_ERLANG_COOKIE": "a-cookie",
+    "POSTGRES_PASSWORD": "a-superuser-password",
+    "BILLING_DB_PASSWORD": "a-service-password",
+    "RABBITMQ_PASSWORD": "a-broker-password",
 }
 
 

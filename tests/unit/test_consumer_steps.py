@@ -10,15 +10,18 @@ from celery.worker.consumer.delayed_delivery import DelayedDelivery
 from tasks.consumer import DeadLetteringConsumer
 
 
-def test_the_consumer_runs_celerys_steps_with_the_cluster_delayed_delivery_in_its_place() -> None:
+def test_the_consumer_runs_celerys_steps_with_the_cluster_delayed_delivery_and_guarded_control() -> (
+    None
+):
     ours = DeadLetteringConsumer.Blueprint.default_steps
     celerys = Consumer.Blueprint.default_steps
     changed = [(c, o) for c, o in zip(celerys, ours, strict=True) if c != o]
-    assert changed == [
+    assert sorted(changed) == [
+        ("celery.worker.consumer.control:Control", "tasks.consumer:GuardedControl"),
         (
             "celery.worker.consumer.delayed_delivery:DelayedDelivery",
             "tasks.consumer:ClusterDelayedDelivery",
-        )
+        ),
     ]
 
 
@@ -27,3 +30,15 @@ def test_the_private_methods_of_celerys_step_that_it_calls_are_still_there() -> 
     validate = inspect.signature(DelayedDelivery._validate_configuration)
     assert list(setup.parameters) == ["self", "c", "broker_url"]
     assert list(validate.parameters) == ["self", "app"]
+
+
+def test_celerys_control_step_still_listens_through_the_handler_that_guarded_control_wraps() -> (
+    None
+):
+    import inspect
+
+    from celery.worker import pidbox
+    from celery.worker.consumer.control import Control
+
+    assert "self.box = " in inspect.getsource(Control.__init__)
+    assert "callback=self.on_message" in inspect.getsource(pidbox.Pidbox.start)

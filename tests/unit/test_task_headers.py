@@ -64,3 +64,37 @@ def test_missing_or_odd_headers_are_a_problem() -> None:
     assert header_problem(None) is not None
     assert header_problem([1, 2]) is not None
     assert header_problem({k: v for k, v in GOOD.items() if k != "id"}) is not None
+
+
+def test_a_control_command_of_celerys_own_shape_passes() -> None:
+    from tasks.consumer import control_problem
+
+    command = {
+        "method": "ping",
+        "arguments": {},
+        "destination": ["w1@host"],
+        "pattern": None,
+        "matcher": None,
+        "ticket": "5b9e4a4e",
+        "reply_to": {"exchange": "reply.celery.pidbox", "routing_key": "5b9e4a4e"},
+    }
+    assert control_problem(command) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [1, 2],
+        "ping",
+        {"method": 5},
+        {"method": "ping", "arguments": [1]},
+        {"method": "ping", "arguments": {"a": [[[[[1]]]]]}},
+        {"method": "ping", "destination": "w1"},
+        {"method": "ping", "reply_to": "queue"},
+        {"method": "ping", "ticket": 7},
+    ],
+)
+def test_a_control_command_of_another_shape_is_a_problem(body: Any) -> None:
+    from tasks.consumer import control_problem
+
+    assert control_problem(body) is not None
