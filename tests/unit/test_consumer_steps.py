@@ -10,9 +10,7 @@ from celery.worker.consumer.delayed_delivery import DelayedDelivery
 from tasks.consumer import DeadLetteringConsumer
 
 
-def test_the_consumer_runs_celerys_steps_with_the_cluster_delayed_delivery_and_guarded_control() -> (
-    None
-):
+def test_the_consumer_runs_celerys_steps_with_two_replaced_by_ours() -> None:
     ours = DeadLetteringConsumer.Blueprint.default_steps
     celerys = Consumer.Blueprint.default_steps
     changed = [(c, o) for c, o in zip(celerys, ours, strict=True) if c != o]
@@ -35,8 +33,6 @@ def test_the_private_methods_of_celerys_step_that_it_calls_are_still_there() -> 
 def test_celerys_control_step_still_listens_through_the_handler_that_guarded_control_wraps() -> (
     None
 ):
-    import inspect
-
     from celery.worker import pidbox
     from celery.worker.consumer.control import Control
 
