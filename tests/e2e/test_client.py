@@ -309,7 +309,7 @@ def test_a_credit_sent_while_the_database_is_down_is_retried_until_it_is_back(
     outage = Settings(
         database_url=postgres.url,
         broker_url=settings.broker_url,
-        api_tokens=(f"outage-{suffix}",),
+        api_tokens=(f"outage-token-{suffix}-{suffix}",),
         amqp_prefix=f"outage{suffix}",
     )
     processes: list[stack.Process] = []
