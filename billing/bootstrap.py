@@ -36,13 +36,11 @@ class Services:
 
     @cached_property
     def acceptor(self) -> Grouper[Operation, tuple[Acceptance, OperationRecord]]:
-        """Records and enqueues the single operations of concurrent requests together."""
+        """Records and enqueues a request's operation at once, or with those that came meanwhile."""
         return Grouper(
             lambda operations: accept_and_enqueue(
                 operations, self.uow(), self.task_queue.enqueue_operations
             ),
-            limits.enqueue_group_window_ms / 1000,
-            limits.enqueue_group_idle_ms / 1000,
             limits.enqueue_group_size_max,
             ENQUEUE_WAIT_MAX_S,
         )
