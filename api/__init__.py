@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from flask import Flask
 from flask_smorest import Api
 from flask_swagger_ui import get_swaggerui_blueprint
@@ -41,7 +43,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             "so the API can authenticate its clients."
         )
     logs.configure("api", background=True)
-    cooperate_with_gevent()
+    served_by_gevent = cooperate_with_gevent()
     app = Flask("billing")
     app.json = FastJSONProvider(app)
     app.config.update(
@@ -75,4 +77,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     observability.instrument(app)
     app.before_request(lambda: require_token(settings.api_tokens))
     register_error_handlers(app)
+    if served_by_gevent:
+        # What the app has built lives as long as the process: frozen, it is
+        # no longer walked by each full collection, which took 46 ms of a
+        # request now and then (a lone client's slowest answers).
+        gc.freeze()
     return app
