@@ -27,6 +27,9 @@ broker_connection_retry = True
 broker_connection_max_retries = None
 # Publisher confirms: basic_publish returns only once the broker has taken
 # the message, so an enqueue or a publish can't be lost without an error.
+# (The API sends its ledger tasks without: it records each operation first,
+# and the recovery sweep sends again what the broker did not take; see
+# `billing.bootstrap.Services.task_queue`.)
 broker_transport_options = {"confirm_publish": True}
 broker_heartbeat = 30
 # Fail a connection attempt fast: the API answers 503 within a few seconds

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from flask import Flask, request
 from flask_smorest import Api
 from flask_swagger_ui import get_swaggerui_blueprint
@@ -54,7 +56,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     if problem:
         raise RuntimeError(problem)
     logs.configure("api", background=True)
-    cooperate_with_gevent()
+    served_by_gevent = cooperate_with_gevent()
     app = Flask("billing")
     app.json = FastJSONProvider(app)
     app.config.update(
@@ -89,4 +91,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.before_request(lambda: require_token(settings.api_tokens))
     app.before_request(refuse_a_streamed_body_over_the_limit)
     register_error_handlers(app)
+    if served_by_gevent:
+        # What the app has built lives as long as the process: frozen, it is
+        # no longer walked by each full collection, which took 46 ms of a
+        # request now and then (a lone client's slowest answers).
+        gc.freeze()
     return app

@@ -32,17 +32,25 @@ class Services:
 
     @cached_property
     def task_queue(self) -> TaskQueue:
-        return TaskQueue(make_celery_app())
+        """The API's queue of ledger tasks, sent without waiting for the broker's confirm.
+
+        The API records an operation before it enqueues it, and only then, so
+        a confirm would change nothing of what becomes of the operation: a
+        task that the broker never took is sent again by the recovery sweep,
+        whether the API knew of it (and answered 503, to a retry that finds
+        the operation recorded) or not. Waiting for it was 1.3 ms of each
+        request of a lone client (the quorum queue confirms once the message
+        is on disk); a broker that is down still fails the request.
+        """
+        return TaskQueue(make_celery_app(confirm_publish=False))
 
     @cached_property
     def acceptor(self) -> Grouper[Operation, tuple[Acceptance, OperationRecord]]:
-        """Records and enqueues the single operations of concurrent requests together."""
+        """Records and enqueues a request's operation at once, or with those that came meanwhile."""
         return Grouper(
             lambda operations: accept_and_enqueue(
                 operations, self.uow(), self.task_queue.enqueue_operations
             ),
-            limits.enqueue_group_window_ms / 1000,
-            limits.enqueue_group_idle_ms / 1000,
             limits.enqueue_group_size_max,
             ENQUEUE_WAIT_MAX_S,
         )

@@ -103,14 +103,9 @@ ledger_transactions_per_task_max = 4
 # them (2 ms a call after 30 s at 500 operations/s, and growing). An older
 # pending operation is applied by its own task, or sent again by the sweep.
 take_along_window_s = 5
-# The API records and enqueues the single operations of concurrent requests
-# together: a group gathers while requests keep arriving (no gap longer than
-# the idle time), for the window at most, up to this many; then one
-# transaction and one ledger task take them all. A gap of 20 ms rather than
-# 10: at 500 requests/s over two API processes a 10 ms lull closed groups
-# early, and the extra groups cost 7% more CPU per operation in all.
-enqueue_group_window_ms = 50
-enqueue_group_idle_ms = 20
+# An API process records and enqueues a request's operation at once when it
+# is not already doing so for others; the requests that arrive meanwhile go
+# together in the next transaction and ledger task, up to this many.
 enqueue_group_size_max = 500
 
 # How long a burst of events waits for the broker's confirms, and a new

@@ -1,4 +1,9 @@
-"""The result task: publish recorded outcomes to the events exchange, after commit."""
+"""The result task: publish recorded outcomes to the events exchange, after commit.
+
+The ledger task publishes its events itself now; this task stays for the
+result tasks that workers of earlier releases enqueued and that may still
+wait in the results queue.
+"""
 
 from __future__ import annotations
 

@@ -29,9 +29,15 @@ ENQUEUE_RETRY_POLICY = {
 }
 
 
-def make_celery_app(main: str = "billing") -> Celery:
+def make_celery_app(main: str = "billing", *, confirm_publish: bool = True) -> Celery:
+    """The app as `celeryconfig` sets it up; `confirm_publish=False` sends without confirms."""
     app = Celery(main, set_as_current=False)
     app.config_from_object("celeryconfig")
+    if not confirm_publish:
+        app.conf.broker_transport_options = {
+            **app.conf.broker_transport_options,
+            "confirm_publish": False,
+        }
     return app
 
 

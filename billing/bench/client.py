@@ -35,13 +35,19 @@ class Tally:
     sent: int = 0
     requests: int = 0
     accepted_at: dict[str, float] = field(default_factory=dict)
+    # When the POST that carried each accepted operation was sent (time.monotonic).
+    sent_at: dict[str, float] = field(default_factory=dict)
+    # How long each POST took to be answered, in seconds, retries included.
+    post_s: list[float] = field(default_factory=list)
     # Operations refused at submission, by error code or batch item result.
     rejected: Counter[str] = field(default_factory=Counter)
     # Requests answered with anything but 2xx, by HTTP status (or "transport").
     http_errors: Counter[str] = field(default_factory=Counter)
 
-    def accept(self, operation_id: str, at: float) -> None:
+    def accept(self, operation_id: str, at: float, sent_at: float | None = None) -> None:
         self.accepted_at.setdefault(operation_id, at)
+        if sent_at is not None:
+            self.sent_at.setdefault(operation_id, sent_at)
 
 
 class Api:
@@ -83,10 +89,13 @@ class Api:
 
 
 async def submit_one(api: Api, tally: Tally, submission: Submission) -> None:
+    sent_at = time.monotonic()
     status, answer = await api.post(submission.http_path(), submission.http_body())
+    answered_at = time.monotonic()
     tally.requests += 1
+    tally.post_s.append(answered_at - sent_at)
     if status in ("200", "202"):
-        tally.accept(submission.operation_id, time.monotonic())
+        tally.accept(submission.operation_id, answered_at, sent_at)
         return
     tally.http_errors[status] += 1
     tally.rejected[error_code(answer, status)] += 1
@@ -94,16 +103,18 @@ async def submit_one(api: Api, tally: Tally, submission: Submission) -> None:
 
 async def submit_batch(api: Api, tally: Tally, submissions: list[Submission]) -> None:
     """Submit through the batch endpoint; each item is accepted or refused on its own."""
+    sent_at = time.monotonic()
     status, answer = await api.post(BATCH_PATH, {"operations": [s.message() for s in submissions]})
-    tally.requests += 1
     answered_at = time.monotonic()
+    tally.requests += 1
+    tally.post_s.append(answered_at - sent_at)
     if status not in ("200", "202"):
         tally.http_errors[status] += 1
         tally.rejected[error_code(answer, status)] += len(submissions)
         return
     for item in orjson.loads(answer)["items"]:
         if item["result"] in ACCEPTED_RESULTS:
-            tally.accept(item["operation_id"], answered_at)
+            tally.accept(item["operation_id"], answered_at, sent_at)
         else:
             tally.rejected[str(item["result"])] += 1
 

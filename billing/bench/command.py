@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from billing.bench.workload import EVENT_SOURCES, MIX_DEFAULT, Workload, batch_size_max, parse_mix
 from billing.config import Settings
@@ -67,6 +68,12 @@ def _mix(ctx: click.Context, param: click.Parameter, value: str) -> dict[str, in
     help="requests in flight (keep-alive connections)",
 )
 @click.option(
+    "--clients",
+    type=click.IntRange(min=1),
+    help="closed loop of this many clients: each sends its next request once its previous "
+    "POST is answered (instead of --concurrency and --rate)",
+)
+@click.option(
     "--duration",
     type=click.FloatRange(min=0, min_open=True),
     help=f"seconds of load [default: {duration_default_s:g} unless --count]",
@@ -116,6 +123,7 @@ def bench(
     accounts: int,
     hot: int,
     concurrency: int,
+    clients: int | None,
     duration: float | None,
     count: int | None,
     rate: float | None,
@@ -131,7 +139,8 @@ def bench(
 
     Operations go in over HTTP (and optionally the AMQP intake); outcomes are
     read from the events exchange, through the bench's own queue or from
-    billing.responses (--events). The bench
+    billing.responses (--events). Each POST's time to its answer and each
+    operation's time from its POST to its event are measured. The bench
     creates and credits its own accounts (ids start with the run id), prints
     progress each second on stderr, then the figures and the ledger audit.
     Exits 1 when the audit fails or operations stayed pending.
@@ -142,6 +151,14 @@ def bench(
         raise click.BadParameter("must be below --accounts", param_hint="--hot")
     if duration is None and count is None:
         duration = duration_default_s
+    if clients is not None:
+        for name in ("concurrency", "rate"):
+            if (
+                click.get_current_context().get_parameter_source(name)
+                is not ParameterSource.DEFAULT
+            ):
+                raise click.UsageError(f"--clients is a closed loop: it takes no --{name}")
+        concurrency = clients
     setting = {
         "url": url,
         "batch": batch,
@@ -149,6 +166,7 @@ def bench(
         "accounts": accounts,
         "hot": hot,
         "concurrency": concurrency,
+        "clients": clients,
         "rate": rate,
         "amqp_share": amqp_share,
         "max_outstanding": max_outstanding,

@@ -1,4 +1,4 @@
-"""The CPU this machine's processes spent during a run, by component, read from Linux's /proc.
+"""The machine a run measured: what it is, and the CPU its processes spent, from Linux's /proc.
 
 When the service runs on the machine the bench runs on (the benchmark's
 setting: everything on two cores), the CPU each component took per
@@ -11,8 +11,10 @@ to report, and the report says so.
 from __future__ import annotations
 
 import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PROC = Path("/proc")
 COMPONENTS = ("api", "worker", "beat", "postgresql", "rabbitmq", "bench", "other")
@@ -102,3 +104,32 @@ def usage(before: Snapshot | None, after: Snapshot | None) -> dict[str, float] |
     spent["machine"] = after.busy_s - before.busy_s
     spent["machine_total"] = after.total_s - before.total_s
     return spent
+
+
+def describe() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "cpu_model": _first_value("/proc/cpuinfo", "model name"),
+        "memory_gib": _memory_gib(),
+        "system": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def _first_value(path: str, key: str) -> str | None:
+    try:
+        with open(path) as lines:
+            for line in lines:
+                name, _, value = line.partition(":")
+                if name.strip() == key:
+                    return value.strip()
+    except OSError:
+        return None
+    return None
+
+
+def _memory_gib() -> float | None:
+    total_kib = _first_value("/proc/meminfo", "MemTotal")
+    return round(int(total_kib.split()[0]) / 2**20, 1) if total_kib else None

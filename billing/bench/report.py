@@ -20,6 +20,12 @@ def summarize(record: Record, setting: dict[str, Any], audit: dict[str, Any]) ->
     latencies_s = sorted(
         max(outcome.arrived_at - tally.accepted_at[i], 0.0) for i, outcome in completed.items()
     )
+    # From the moment the client sent its POST to the moment the event reached it.
+    post_to_event_s = sorted(
+        max(outcome.arrived_at - tally.sent_at[i], 0.0)
+        for i, outcome in completed.items()
+        if i in tally.sent_at
+    )
     failures = Counter(o.error_code for o in completed.values() if o.error_code is not None)
     accepted_window_s = max(tally.accepted_at.values(), default=started) - started
     completed_window_s = max((o.arrived_at for o in completed.values()), default=started) - started
@@ -42,12 +48,9 @@ def summarize(record: Record, setting: dict[str, Any], audit: dict[str, Any]) ->
         "pending_sample": pending[:pending_sample_size],
         "accepted_per_s": _rate(len(tally.accepted_at), accepted_window_s),
         "completed_per_s": _rate(len(completed), completed_window_s),
-        "latency_ms": {
-            "p50": _percentile_ms(latencies_s, 0.50),
-            "p95": _percentile_ms(latencies_s, 0.95),
-            "p99": _percentile_ms(latencies_s, 0.99),
-            "max": _percentile_ms(latencies_s, 1.0),
-        },
+        "latency_ms": _quantiles_ms(latencies_s),
+        "post_ms": _quantiles_ms(sorted(tally.post_s)),
+        "post_to_event_ms": _quantiles_ms(post_to_event_s),
         "cpu": {
             "user_s": round(record.cpu_user_s, 2),
             "system_s": round(record.cpu_system_s, 2),
@@ -104,17 +107,25 @@ def _rate(count: int, window_s: float) -> float:
     return round(count / window_s, 1) if window_s > 0 else 0.0
 
 
+def _quantiles_ms(sorted_s: list[float]) -> dict[str, float | None]:
+    return {
+        "p50": _percentile_ms(sorted_s, 0.50),
+        "p95": _percentile_ms(sorted_s, 0.95),
+        "p99": _percentile_ms(sorted_s, 0.99),
+        "max": _percentile_ms(sorted_s, 1.0),
+    }
+
+
 def _percentile_ms(sorted_s: list[float], quantile: float) -> float | None:
-    """Nearest-rank percentile, in milliseconds; None when nothing completed."""
+    """Nearest-rank percentile, in milliseconds; None when nothing was measured."""
     if not sorted_s:
         return None
     rank = max(math.ceil(quantile * len(sorted_s)), 1)
-    return round(sorted_s[rank - 1] * 1000, 1)
+    return round(sorted_s[rank - 1] * 1000, 2)
 
 
 def render(summary: dict[str, Any]) -> str:
     """The summary for a person reading a terminal."""
-    latency = summary["latency_ms"]
     cpu = summary["cpu"]
     cpu_s = cpu["user_s"] + cpu["system_s"]
     share = f"{cpu['share_of_wall'] * 100:.0f}%" if cpu["share_of_wall"] is not None else "n/a"
@@ -126,8 +137,9 @@ def render(summary: dict[str, Any]) -> str:
         f"({summary['accepted']} accepted, refused: {_counts(summary['rejected'])})",
         f"completed/s  {summary['completed_per_s']:.1f}  ({summary['completed']} completed: "
         f"{summary['succeeded']} succeeded, {summary['failed']} failed)",
-        "latency      acceptance to event: "
-        + "  ".join(f"{name} {_ms(latency[name])}" for name in ("p50", "p95", "p99", "max")),
+        f"latency      POST answered: {_quantiles(summary['post_ms'])}",
+        f"             POST to event: {_quantiles(summary['post_to_event_ms'])}",
+        f"             acceptance to event: {_quantiles(summary['latency_ms'])}",
         f"failures     {_counts(summary['failures'])}",
         f"http errors  {_counts(summary['http_errors'])}",
         f"pending      {summary['pending']}"
@@ -144,14 +156,16 @@ def render(summary: dict[str, Any]) -> str:
 
 def _describe(summary: dict[str, Any]) -> str:
     mode = f"batches of {summary['batch']}" if summary["batch"] else "single operations"
+    senders = (
+        f"closed loop of {summary['clients']} clients"
+        if summary.get("clients")
+        else f"concurrency {summary['concurrency']}"
+    )
     mix = ",".join(f"{kind}={weight}" for kind, weight in summary["mix"].items())
     hot = f" ({summary['hot']} hot)" if summary["hot"] else " (uniform)"
     rate = f", rate {summary['rate']:g}/s" if summary["rate"] else ""
     amqp = f", {summary['amqp_share']:.0%} over AMQP" if summary["amqp_share"] else ""
-    return (
-        f"{mode} of {mix} over {summary['accounts']} accounts{hot}, "
-        f"concurrency {summary['concurrency']}{rate}{amqp}"
-    )
+    return f"{mode} of {mix} over {summary['accounts']} accounts{hot}, {senders}{rate}{amqp}"
 
 
 def _describe_events(summary: dict[str, Any]) -> str:
@@ -160,6 +174,10 @@ def _describe_events(summary: dict[str, Any]) -> str:
         f"read from {EVENT_QUEUES[summary['events']]}; "
         f"{summary['other_events']} events of other operations {taken}"
     )
+
+
+def _quantiles(quantiles_ms: dict[str, float | None]) -> str:
+    return "  ".join(f"{name} {_ms(quantiles_ms[name])}" for name in ("p50", "p95", "p99", "max"))
 
 
 def _counts(counts: dict[str, int]) -> str:

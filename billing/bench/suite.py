@@ -10,8 +10,6 @@ met it, and the machine it ran on.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +18,7 @@ from typing import Any
 
 import click
 
+from billing.bench import machine, sweep
 from billing.bench.command import api_token, events_option, run_once
 from billing.bench.workload import EVENT_QUEUES, MIX_DEFAULT, parse_mix
 from billing.config import Settings
@@ -31,6 +30,8 @@ latency_p99_ms_max = 250
 hot_share_of_uniform_min = 0.7
 batch_completed_per_s_min = 5_000
 
+# `--only sweep` runs the latency sweep (`billing.bench.sweep`) alone.
+SWEEP = "sweep"
 suite_duration_default_s = 60.0
 suite_drain_timeout_s = 120.0
 settle_between_runs_s = 5.0
@@ -121,8 +122,23 @@ SCENARIOS = (
 @click.option(
     "--only",
     multiple=True,
-    type=click.Choice([s.name for s in SCENARIOS]),
+    type=click.Choice([SWEEP] + [s.name for s in SCENARIOS]),
     help="run only this scenario (repeatable) [default: all, in this order]",
+)
+@click.option(
+    "--clients",
+    "sweep_clients",
+    multiple=True,
+    type=click.IntRange(min=1),
+    help="the steps of the sweep, in clients (repeatable) "
+    f"[default: {', '.join(map(str, sweep.sweep_clients_default))}]",
+)
+@click.option(
+    "--sweep-duration",
+    default=sweep.sweep_duration_default_s,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="seconds of load of each step of the sweep",
 )
 @events_option(default="responses")
 @click.option("--json", "as_json", is_flag=True, help="print every figure as one JSON object")
@@ -132,54 +148,77 @@ def bench_suite(
     accounts: int,
     duration: float,
     only: tuple[str, ...],
+    sweep_clients: tuple[int, ...],
+    sweep_duration: float,
     events: str,
     as_json: bool,
 ) -> None:
     """Run the benchmark scenarios one after another and check each against its goal.
 
-    Uniform transfers among --accounts accounts (concurrency 512), the same
-    at half the goal rate for latency, every transfer touching one of 2 hot
-    accounts, and batches of 500 through POST /v1/operations/batch. Outcomes
-    are read from billing.responses, as the service's client would (--events).
-    Each run shows its progress on stderr, drains, and is audited; the ledger's tables
-    are vacuumed between runs, as autovacuum would. Exits 1 when any
+    First the sweep: closed loops of 1, 4, 16, 64 and 256 clients sending
+    single transfers among 1,000 accounts, each with its POST latency, its
+    latency from POST to event and its completed/s. Then uniform transfers
+    among --accounts accounts (concurrency 512), the same at half the goal
+    rate for latency, every transfer touching one of 2 hot accounts, and
+    batches of 500 through POST /v1/operations/batch. Outcomes are read from
+    billing.responses, as the service's client would (--events). Each run
+    shows its progress on stderr, drains, and is audited; the ledger's
+    tables are vacuumed between runs, as autovacuum would. Exits 1 when any
     run failed its audit or left operations pending; a missed goal shows in
     the table, not in the exit status.
     """
     settings = Settings.from_env()
     token = api_token(settings, token)
-    chosen = [s for s in SCENARIOS if not only or s.name in only]
-    results: dict[str, dict[str, Any]] = {}
-    for number, scenario in enumerate(chosen):
-        if number:
+    base = {
+        "url": url,
+        "batch": 0,
+        "mix": parse_mix(MIX_DEFAULT),
+        "accounts": accounts,
+        "hot": 0,
+        "clients": None,
+        "rate": None,
+        "amqp_share": 0.0,
+        "max_outstanding": 0,
+        "events": events,
+    }
+    runs = 0
+
+    def measure(title: str, setting: dict[str, Any], seconds: float) -> dict[str, Any]:
+        nonlocal runs
+        if runs:
             vacuum_ledger(settings.database_url)
             time.sleep(settle_between_runs_s)
-        click.echo(f"== {scenario.name}: {scenario.target}", err=True)
-        setting = {
-            "url": url,
-            "batch": 0,
-            "mix": parse_mix(MIX_DEFAULT),
-            "accounts": accounts,
-            "hot": 0,
-            "rate": None,
-            "amqp_share": 0.0,
-            "max_outstanding": 0,
-            "events": events,
-            **scenario.setting,
-        }
-        summary = run_once(settings, token, setting, duration, None, suite_drain_timeout_s, None)
+        runs += 1
+        click.echo(f"== {title}", err=True)
+        return run_once(
+            settings, token, {**base, **setting}, seconds, None, suite_drain_timeout_s, None
+        )
+
+    steps = []
+    if not only or SWEEP in only:
+        for clients in sweep_clients or sweep.sweep_clients_default:
+            step = measure(
+                f"{SWEEP}: {clients} clients", sweep.step_setting(clients, accounts), sweep_duration
+            )
+            sweep.judge(step)
+            steps.append(step)
+    results: dict[str, dict[str, Any]] = {}
+    for scenario in (s for s in SCENARIOS if not only or s.name in only):
+        summary = measure(f"{scenario.name}: {scenario.target}", scenario.setting, duration)
         summary["scenario"] = scenario.name
         summary["target"] = scenario.target
         summary["target_met"] = scenario.met(summary, results)
         results[scenario.name] = summary
     report = {
-        "machine": machine(),
+        "machine": machine.describe(),
         "duration_s": duration,
+        "sweep_duration_s": sweep_duration,
         "events": events,
+        "sweep": steps,
         "runs": list(results.values()),
     }
     click.echo(json.dumps(report, default=str) if as_json else render_table(report))
-    sys.exit(0 if all(r["ok"] for r in results.values()) else 1)
+    sys.exit(0 if all(r["ok"] for r in steps + list(results.values())) else 1)
 
 
 # What autovacuum would have cleaned by the next run on a database left to
@@ -207,43 +246,21 @@ def vacuum_ledger(database_url: str) -> None:
         engine.dispose()
 
 
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
-    return {
-        "host": platform.node(),
-        "cpus": os.cpu_count(),
-        "cpu_model": _first_value("/proc/cpuinfo", "model name"),
-        "memory_gib": _memory_gib(),
-        "system": platform.platform(),
-        "python": platform.python_version(),
-    }
-
-
-def _first_value(path: str, key: str) -> str | None:
-    try:
-        with open(path) as lines:
-            for line in lines:
-                name, _, value = line.partition(":")
-                if name.strip() == key:
-                    return value.strip()
-    except OSError:
-        return None
-    return None
-
-
-def _memory_gib() -> float | None:
-    total_kib = _first_value("/proc/meminfo", "MemTotal")
-    return round(int(total_kib.split()[0]) / 2**20, 1) if total_kib else None
-
-
 def render_table(report: dict[str, Any]) -> str:
-    """A Markdown table of the runs, under a line naming the machine."""
+    """Markdown tables of the sweep and of the runs, under a line naming the machine."""
     host = report["machine"]
     lines = [
         f"machine: {host['cpus']} CPUs ({host['cpu_model']}), {host['memory_gib']} GiB, "
-        f"{host['system']}, Python {host['python']}; {report['duration_s']:g} s of load per run; "
+        f"{host['system']}, Python {host['python']}; {report['duration_s']:g} s of load per run, "
+        f"{report['sweep_duration_s']:g} s per step of the sweep; "
         f"events read from {EVENT_QUEUES[report['events']]}",
         "",
+    ]
+    if report["sweep"]:
+        lines += [sweep.render_sweep_table(report["sweep"]), ""]
+    if not report["runs"]:
+        return "\n".join(lines).rstrip()
+    lines += [
         "| scenario | accepted/s | completed/s | p50 ms | p95 ms | p99 ms | CPU ms/op "
         "| failures | pending | audit | goal | met |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",

@@ -129,6 +129,71 @@ def test_bench_suite_runs_scenarios_and_judges_each_against_its_goal(
     assert stderr.index("== latency") < stderr.index("vacuuming") < stderr.index("== batch")
 
 
+def test_bench_with_clients_runs_a_closed_loop_and_times_each_post_and_its_event(
+    settings: Settings, api_url: str, client: stack.Client, workers: Workers
+) -> None:
+    finished = billing(
+        settings, api_url, "bench", "--clients", "2", "--count", "60", "--accounts", "20"
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    report = json.loads(finished.stdout)
+
+    assert report["clients"] == report["concurrency"] == 2 and report["rate"] is None
+    assert report["http_requests"] == report["accepted"] == report["completed"] == 60
+    post, post_to_event, after_answer = (
+        report["post_ms"],
+        report["post_to_event_ms"],
+        report["latency_ms"],
+    )
+    for quantiles in (post, post_to_event, after_answer):
+        assert 0 <= quantiles["p50"] <= quantiles["p95"] <= quantiles["p99"] <= quantiles["max"]
+    # Each operation's event comes after its POST was answered, which comes after it left.
+    for name in ("p50", "p99", "max"):
+        assert post_to_event[name] >= post[name]
+        assert post_to_event[name] >= after_answer[name]
+    lines = render(report).splitlines()
+    assert "closed loop of 2 clients" in lines[0]
+    assert any(line.startswith("latency      POST answered: p50 ") for line in lines)
+
+
+def test_bench_suite_sweeps_closed_loops_of_more_and_more_clients(
+    settings: Settings, api_url: str, client: stack.Client, workers: Workers
+) -> None:
+    finished = billing(
+        settings,
+        api_url,
+        "bench-suite",
+        "--only",
+        "sweep",
+        "--clients",
+        "1",
+        "--clients",
+        "3",
+        "--sweep-duration",
+        "1",
+        "--accounts",
+        "20",
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    report = json.loads(finished.stdout)
+
+    assert report["runs"] == [] and report["sweep_duration_s"] == 1
+    one, three = report["sweep"]
+    assert (one["clients"], three["clients"]) == (1, 3)
+    for step in (one, three):
+        assert step["ok"] is True and step["pending"] == 0 and step["completed"] > 0
+        assert step["accounts"] == 20 and step["rate"] is None and step["batch"] == 0
+    assert one["target"].startswith("POST p50 <= 3 ms")
+    assert isinstance(one["target_met"], bool)
+    assert three["target"] is None and three["target_met"] is None
+    rows = render_table(report).splitlines()
+    assert rows[2].startswith("| clients | accepted/s | completed/s | POST p50 ms")
+    assert [row.split("|")[1].strip() for row in rows[4:6]] == ["1", "3"]
+    stderr = finished.stderr
+    assert stderr.index("== sweep: 1 clients") < stderr.index("vacuuming")
+    assert stderr.index("vacuuming") < stderr.index("== sweep: 3 clients")
+
+
 def test_bench_with_an_outstanding_cap_still_sees_every_batch_operation_complete(
     settings: Settings, api_url: str, client: stack.Client, workers: Workers
 ) -> None:

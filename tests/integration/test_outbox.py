@@ -230,3 +230,24 @@ def test_the_result_task_reads_only_the_events_it_is_given_however_many_were_pub
 
     (statement, parameters), *_ = reads
     assert outbox_rows_read_again(engine, statement, parameters) <= len(given)
+
+
+def test_marking_events_published_does_not_wait_for_the_disk_and_the_ledger_still_does(
+    workerless_engine: Any,
+) -> None:
+    engine = workerless_engine
+    accept(engine, "c1", OperationType.credit, account_id="alice", amount=100)
+    service.apply_operations(["c1"], SqlUnitOfWork(engine))
+    uow = SqlUnitOfWork(engine)
+    with uow:
+        events = uow.unpublished_events(["c1"])
+        uow.mark_events_published(events)
+        # A lost mark only publishes its events again: the commit need not wait.
+        setting = text("SELECT current_setting('synchronous_commit')")
+        assert uow.connection.execute(setting).scalar_one() == "off"
+        uow.commit()
+        # Only for that transaction: the next one on the same connection waits again.
+        assert uow.connection.execute(setting).scalar_one() == "on"
+        uow.commit()
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM outbox_pending")).scalar_one() == 0

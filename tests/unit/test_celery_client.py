@@ -1,0 +1,13 @@
+"""How each side sends to the broker: the API without waiting for confirms, the workers with."""
+
+from __future__ import annotations
+
+from billing.adapters.celery_client import make_celery_app
+
+
+def test_the_app_waits_for_the_brokers_confirms_unless_told_not_to() -> None:
+    assert make_celery_app().conf.broker_transport_options["confirm_publish"] is True
+    unconfirmed = make_celery_app(confirm_publish=False).conf.broker_transport_options
+    assert unconfirmed["confirm_publish"] is False
+    # Turning them off for one app leaves every other app as configured.
+    assert make_celery_app().conf.broker_transport_options["confirm_publish"] is True
