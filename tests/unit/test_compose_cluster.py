@@ -79,3 +79,20 @@ def test_the_cluster_file_refuses_to_run_without_the_erlang_cookie() -> None:
     done = compose("config", "--quiet", env=env)
     assert done.returncode != 0
     assert "RABBITMQ_ERLANG_COOKIE" in done.stderr
+
+
+def test_every_process_of_the_cluster_connects_to_postgresql_as_the_services_own_role() -> None:
+    services = cluster_config()["services"]
+    users = {
+        n: s for n, s in services.items() if "BILLING_DATABASE_URL" in s.get("environment", {})
+    }
+    assert {"worker-2", "worker-3"} <= set(users)
+    for name, service in users.items():
+        url = service["environment"]["BILLING_DATABASE_URL"]
+        assert url.startswith("postgresql+psycopg2://billing:a-service-password@"), name
+
+
+def test_the_cluster_file_has_no_default_for_a_secret() -> None:
+    text = (ROOT / "docker-compose.cluster.yml").read_text()
+    for secret in ("RABBITMQ_PASSWORD", "POSTGRES_PASSWORD", "BILLING_DB_PASSWORD"):
+        assert f"${{{secret}:-" not in text, secret
