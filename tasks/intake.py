@@ -31,6 +31,7 @@ from billing.domain import Operation, OperationType
 from billing.ports import Event, TransientError
 from billing.service import Acceptance
 from tasks.celery_app import app
+from tasks.consumer import x_death_problem
 from tasks.context import event_publisher, services
 from tasks.ledger import apply_and_publish, retry_countdown_s
 
@@ -158,7 +159,7 @@ def handle_request(message: Message) -> None:
     if isinstance(parsed, dict):
         log.warning("intake: rejected a request: %s", parsed.get("details") or parsed["message"])
         event_publisher().publish([rejection_event(parsed, message.body)])
-        message.reject(requeue=False)
+        dead_letter(message, "validation_error")
         return
     kind, fields = parsed
     app.send_task(SUBMIT_REQUEST_TASK, args=[kind, fields])
@@ -170,9 +171,38 @@ def park(message: Any, reason: str) -> None:
     metrics.intake_messages_parked.labels(reason).inc()
     if isinstance(message, Message):
         if not message.acknowledged:
-            message.reject(requeue=False)
-    else:  # what py-amqp delivered, when kombu failed to make a message of it
+            dead_letter(message, reason)
+    elif not _carries_x_death(message.properties.get("application_headers")):
+        # What py-amqp delivered, when kombu failed to make a message of it.
         message.channel.basic_reject(message.delivery_tag, requeue=False)
+    else:
+        event_publisher().dead_letter_request(bytes(message.body), {"x-rejection": reason})
+        message.channel.basic_ack(message.delivery_tag)
+
+
+def dead_letter(message: Message, reason: str) -> None:
+    """Reject a message to `billing.requests.dead`, or park a copy when the broker must not.
+
+    RabbitMQ 3.10 reads a message's `x-death` header when it dead-letters
+    it, and one that is not a list of death records crashes its at-least-once
+    dead-lettering for every queue of the node until it restarts (seen with
+    3.10.8). A message from outside has no reason to carry one: any that
+    does is parked here as a copy without it (the body as it came), and
+    acknowledged; the broker's own dead-lettering never reads it.
+    """
+    if not _carries_x_death(message.headers):
+        message.reject(requeue=False)
+        return
+    log.error(
+        "intake: a message carrying an x-death header (%s) is parked as a copy without it",
+        x_death_problem(message.headers) or "well formed",
+    )
+    event_publisher().dead_letter_request(message.body, {"x-rejection": reason})
+    message.ack()
+
+
+def _carries_x_death(headers: Any) -> bool:
+    return isinstance(headers, dict) and "x-death" in headers
 
 
 app.steps["consumer"].add(RequestIntake)

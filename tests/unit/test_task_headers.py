@@ -98,3 +98,21 @@ def test_a_control_command_of_another_shape_is_a_problem(body: Any) -> None:
     from tasks.consumer import control_problem
 
     assert control_problem(body) is not None
+
+
+@pytest.mark.parametrize(
+    "deaths",
+    [5, [5], ["rejected"], [{"queue": 1, "reason": "rejected"}], [{"queue": "q"}], None],
+)
+def test_an_x_death_header_that_is_not_a_list_of_death_records_is_a_problem(deaths: Any) -> None:
+    from tasks.consumer import x_death_problem
+
+    assert x_death_problem({"x-death": deaths}) is not None
+
+
+def test_the_x_death_header_the_broker_writes_is_no_problem() -> None:
+    from tasks.consumer import x_death_problem
+
+    death = {"count": 1, "reason": "rejected", "queue": "billing.tasks", "exchange": "", "time": 0}
+    assert x_death_problem({"x-death": [death]}) is None
+    assert x_death_problem({}) is None
