@@ -167,8 +167,20 @@ def handle_request(message: Message) -> None:
 
 
 def park(message: Any, reason: str) -> None:
-    """Dead-letter a message that was not acknowledged yet, and count it."""
+    """Dead-letter a message that was not acknowledged yet, and count it.
+
+    Called where nothing else would catch what it raises: should the broker
+    fail meanwhile, the message is given back instead (its connection is
+    likely gone, and then the broker gives it back itself).
+    """
     metrics.intake_messages_parked.labels(reason).inc()
+    try:
+        _park_message(message, reason)
+    except (TransientError, BrokerOperationalError, OSError) as error:
+        log.warning("intake: could not park a message, the broker failed: %s", error)
+
+
+def _park_message(message: Any, reason: str) -> None:
     if isinstance(message, Message):
         if not message.acknowledged:
             dead_letter(message, reason)

@@ -36,7 +36,7 @@ def retry_countdown_s(retries: int) -> int:
 
 @app.task(bind=True, name=APPLY_OPERATION_TASK, max_retries=limits.lock_retries_max)
 def apply_operation(self: Task, operation_id: str) -> str:
-    """Apply one operation (the recovery sweep and older senders use this task)."""
+    """Apply one operation (tasks that senders of earlier releases enqueued)."""
     return apply_and_publish(self, _checked_ids([operation_id]))
 
 

@@ -10,7 +10,6 @@ from billing.adapters.celery_client import TaskQueue
 from billing.ports import LockBusy, TransientError
 from tasks.celery_app import app
 from tasks.context import event_publisher, services
-from tasks.results import publish_events
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,12 @@ def resend_pending() -> int:
         metrics.internal_errors.labels(record.operation.type.value).inc()
     event_ids = [event_id for applied in given_up for event_id in applied.event_ids]
     if event_ids:
-        publish_events.delay(event_ids)
+        # Published here, as the ledger task and the hold expiry do; what this
+        # misses stays in the outbox for the relay.
+        try:
+            service.publish_events(event_ids, services().uow(), event_publisher())
+        except TransientError as error:
+            log.warning("recovery sweep: events left to the outbox relay: %s", error)
     return len(operation_ids)
 
 
