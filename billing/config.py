@@ -24,6 +24,8 @@ class Settings:
     api_tokens: tuple[str, ...] = ()
     amqp_prefix: str = ""
     flower_auth: str = ""
+    # How long the event feed keeps events (at least the contract's 30 days).
+    event_retention_days: int = limits.event_retention_days_min
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -35,6 +37,7 @@ class Settings:
             api_tokens=tokens,
             amqp_prefix=env.get("BILLING_AMQP_PREFIX", "").strip(),
             flower_auth=env.get("BILLING_FLOWER_AUTH", "").strip(),
+            event_retention_days=_retention_days(env.get("BILLING_EVENT_RETENTION_DAYS", "")),
         )
 
     @property
@@ -68,3 +71,21 @@ def api_tokens_problem(tokens: tuple[str, ...]) -> str | None:
 def _broker_url(value: str) -> str:
     """The URL list without blanks around its `;` (kombu would take them into the next URL)."""
     return ";".join(url.strip() for url in value.split(";") if url.strip()) or BROKER_URL_DEFAULT
+
+
+def _retention_days(value: str) -> int:
+    """The event feed's retention in days: the contract's minimum unless set longer.
+
+    A value that is not a whole number of days, or shorter than the contract
+    promises, stops the process with the reason rather than pruning events
+    a consumer was promised.
+    """
+    if not value.strip():
+        return limits.event_retention_days_min
+    least = limits.event_retention_days_min
+    if not value.strip().isdigit() or int(value) < least:
+        raise ValueError(
+            f"BILLING_EVENT_RETENTION_DAYS={value!r}: give a whole number of days, "
+            f"at least {least} (the event feed promises its events for {least} days)"
+        )
+    return int(value)

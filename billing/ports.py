@@ -147,6 +147,17 @@ class UnitOfWork(Protocol):
     def mark_events_published(self, events: list[Event]) -> None:
         """Take events read back from the outbox off the list of those to publish."""
 
+    def number_events(self, message_ids: list[str]) -> int:
+        """Give the named events without a feed number theirs, in the order they become
+        visible (the transaction must commit before any of them is published)."""
+
+    def number_left_behind_events(self, *, older_than_s: float, limit: int) -> int:
+        """Give a feed number to events unpublished and unnumbered this long."""
+
+    def prune_events(self, *, retention_days: int, limit: int) -> int:
+        """Delete up to `limit` of the oldest published events past the retention, in feed
+        order; how many."""
+
     def pending_operations(self, *, older_than_s: float, limit: int) -> list[tuple[str, int]]:
         """Pending operations not (re)sent for a while, marked as sent again now (locked):
         each id with how many times it has been sent again, this time included."""

@@ -580,6 +580,10 @@ def publish_events(message_ids: list[str], uow: UnitOfWork, publisher: EventPubl
     before the mark publishes it again later, for the same reason.
     """
     with uow:
+        # Numbered in a transaction of its own, committed before anything is
+        # published: a number seen on the exchange is in the feed for good.
+        uow.number_events(message_ids)
+        uow.commit()
         events = uow.unpublished_events(message_ids)
         uow.commit()
         if not events:
@@ -603,6 +607,9 @@ def relay_events(
     the same backlog twice.
     """
     with uow:
+        # Those whose publisher died before numbering them get their numbers first.
+        uow.number_left_behind_events(older_than_s=older_than_s, limit=limit)
+        uow.commit()
         events = uow.claim_unpublished_events(older_than_s=older_than_s, limit=limit)
         if not events:
             return 0
@@ -610,6 +617,27 @@ def relay_events(
         uow.mark_events_published(events)
         uow.commit()
     return len(events)
+
+
+def prune_events(
+    uow: UnitOfWork, *, retention_days: int, rows_per_transaction: int, transactions_max: int
+) -> int:
+    """Delete the published events past the retention, oldest first; how many.
+
+    In transactions of at most `rows_per_transaction` rows, each committed
+    at once: they lock only the outbox rows they delete, which nothing else
+    writes any more, never an account. At most `transactions_max` a call;
+    the next call goes on.
+    """
+    pruned = 0
+    for _ in range(transactions_max):
+        with uow:
+            deleted = uow.prune_events(retention_days=retention_days, limit=rows_per_transaction)
+            uow.commit()
+        pruned += deleted
+        if deleted < rows_per_transaction:
+            break
+    return pruned
 
 
 def resend_stuck_operations(

@@ -63,10 +63,31 @@ CHECKS: dict[str, str] = {
         SELECT DISTINCT o.operation_id, o.status FROM operations o
         JOIN entries e ON e.operation_id = o.operation_id
         WHERE o.status <> 'succeeded'""",
-    "every terminal operation has its outcome recorded for publishing": """
+    # Events are pruned after the feed's retention (at least
+    # event_retention_days_min): only those of the last days less one are
+    # sure to be there (an event is recorded with its operation's outcome).
+    "every terminal operation has its outcome recorded for publishing": f"""
         SELECT o.operation_id, o.status FROM operations o
         WHERE o.status <> 'pending'
+          AND o.completed_at > now() - make_interval(days => {limits.event_retention_days_min - 1})
           AND NOT EXISTS (SELECT 1 FROM outbox x WHERE x.message_id = o.operation_id)""",
+    # The feed (GET /v1/events): an event is numbered before it is published.
+    "every published event has its feed number": """
+        SELECT x.event_id, x.message_id FROM outbox x
+        WHERE x.event_seq IS NULL
+          AND NOT EXISTS (SELECT 1 FROM outbox_pending p WHERE p.event_id = x.event_id)""",
+    "feed numbers are unique": """
+        SELECT event_seq, count(*) AS events FROM outbox WHERE event_seq IS NOT NULL
+        GROUP BY event_seq HAVING count(*) > 1""",
+    # Pruning takes the oldest numbers only, so the numbers kept are one run
+    # that ends at the last number given.
+    "feed numbers have no gaps among committed events": """
+        SELECT kept.first_seq, kept.last_seq, kept.events, c.last_seq AS last_given
+        FROM event_seq_counter c, (
+            SELECT min(event_seq) AS first_seq, max(event_seq) AS last_seq,
+                   count(event_seq) AS events FROM outbox) kept
+        WHERE kept.events > 0 AND (kept.events <> kept.last_seq - kept.first_seq + 1
+                                   OR kept.last_seq <> c.last_seq)""",
     # An outcome event without a body is rendered from its operation's row.
     "every event recorded without a body has its terminal operation": """
         SELECT x.event_id, x.message_id FROM outbox x

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 
 from billing import limits
-from billing.adapters import batch_write, jsoncodec, metrics, outbox_reads, tables
+from billing.adapters import batch_write, event_feed, jsoncodec, metrics, outbox_reads, tables
 from billing.adapters.database import translate_error
 from billing.adapters.pgarrays import int_array, text_array
 from billing.batch import Entry
@@ -492,6 +492,15 @@ class SqlUnitOfWork:
         event_ids = [e.event_id for e in events]
         assert None not in event_ids, "only events read back from the outbox can be marked"
         self.connection.execute(_MARK_EVENTS_PUBLISHED, {"ids": int_array(event_ids)})
+
+    def number_events(self, message_ids: list[str]) -> int:
+        return event_feed.number_events(self.connection, message_ids)
+
+    def number_left_behind_events(self, *, older_than_s: float, limit: int) -> int:
+        return event_feed.number_left_behind(self.connection, older_than_s, limit)
+
+    def prune_events(self, *, retention_days: int, limit: int) -> int:
+        return event_feed.prune_events(self.connection, retention_days, limit)
 
     def pending_operations(self, *, older_than_s: float, limit: int) -> list[tuple[str, int]]:
         operations = tables.operations

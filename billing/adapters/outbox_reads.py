@@ -20,9 +20,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
+from billing.adapters.database import translated_errors
 from billing.adapters.pgarrays import text_array
+from billing.feed import FeedEvent
 from billing.ports import Event
 
 _TIMESTAMP = '\'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"\''
@@ -37,9 +39,12 @@ def _string(column: str) -> str:
     return f"COALESCE(CAST(to_json({column}) AS text), 'null')"
 
 
-# NULL when the event has neither a body nor an operation row (a bug: asserted).
+# NULL when the event has neither a body nor an operation row (a bug: asserted),
+# or no feed number yet (never read to be published or read in the feed). A
+# stored body (a hold's expiry) gets its number as its first key.
 _BODY = (
-    "CASE WHEN o.body IS NOT NULL THEN CAST(o.body AS text) "
+    "CASE WHEN o.body IS NOT NULL THEN "
+    """'{"event_seq":' || o.event_seq || ',' || substr(CAST(o.body AS text), 2) """
     "WHEN op.operation_id IS NOT NULL THEN "
     f"""'{{"accepted_at":' || {_timestamp("op.accepted_at")} || ','"""
     """ || CASE WHEN op.balances IS NULL THEN '' """
@@ -48,6 +53,7 @@ _BODY = (
     """ || ',"error":' || CASE WHEN op.error_code IS NULL THEN 'null' """
     f"""ELSE '{{"code":' || {_string("op.error_code")} """
     f"""|| ',"message":' || {_string("op.error_message")} || '}}' END"""
+    """ || ',"event_seq":' || o.event_seq"""
     f""" || ',"operation_id":' || {_string("op.operation_id")}"""
     """ || ',"request":' || CAST(op.request AS text)"""
     # A colon before a digit would read as a bind parameter: escaped.
@@ -56,6 +62,7 @@ _BODY = (
     "END AS body"
 )
 _EVENT_COLUMNS = f"o.event_id, o.message_id, o.routing_key, {_BODY} "
+# Only numbered events are published: the number is part of every copy.
 _WITH_OPERATION = "LEFT JOIN operations op ON o.body IS NULL AND op.operation_id = o.message_id"
 
 # Each id is looked up on its own (LATERAL ... LIMIT 1: one row of the unique
@@ -64,9 +71,10 @@ _WITH_OPERATION = "LEFT JOIN operations op ON o.body IS NULL AND op.operation_id
 _UNPUBLISHED_EVENTS = text(
     f"SELECT {_EVENT_COLUMNS}"
     "FROM unnest(CAST(:ids AS varchar[])) AS i(message_id) CROSS JOIN LATERAL ("
-    "SELECT outbox.event_id, message_id, routing_key, body FROM outbox "
+    "SELECT outbox.event_id, message_id, routing_key, body, event_seq FROM outbox "
     "JOIN outbox_pending ON outbox_pending.event_id = outbox.event_id "
-    f"WHERE outbox.message_id = i.message_id LIMIT 1) o {_WITH_OPERATION}"
+    "WHERE outbox.message_id = i.message_id AND outbox.event_seq IS NOT NULL LIMIT 1) o "
+    f"{_WITH_OPERATION}"
 )
 # Never waits: events another relay holds are skipped (it is publishing them).
 # Each pending mark looks up its own outbox row (LATERAL ... LIMIT 1, which
@@ -78,8 +86,8 @@ _UNPUBLISHED_EVENTS = text(
 _CLAIM_UNPUBLISHED_EVENTS = text(
     f"SELECT {_EVENT_COLUMNS}"
     "FROM outbox_pending p CROSS JOIN LATERAL ("
-    "SELECT event_id, message_id, routing_key, body FROM outbox "
-    "WHERE outbox.event_id = p.event_id "
+    "SELECT event_id, message_id, routing_key, body, event_seq FROM outbox "
+    "WHERE outbox.event_id = p.event_id AND outbox.event_seq IS NOT NULL "
     "AND outbox.created_at < now() - make_interval(secs => :older_than_s) LIMIT 1) o "
     f"{_WITH_OPERATION} ORDER BY p.event_id LIMIT :n FOR UPDATE OF p SKIP LOCKED"
 )
@@ -104,3 +112,27 @@ def claim_unpublished_events(
 def _event_from_row(row: Any) -> Event:
     assert row.body is not None, f"event {row.message_id}: no body and no operation"
     return Event(row.message_id, row.routing_key, row.body, row.event_id)
+
+
+# The feed: numbered events after a number, in their order, and the last
+# number given, from one snapshot (one statement). The counter row is there
+# even when no event is: a page without events still says where the feed ends.
+_FEED_PAGE = text(
+    "SELECT c.last_seq, o.event_seq, o.message_id, o.routing_key, "
+    f"{_BODY} FROM event_seq_counter c LEFT JOIN LATERAL ("
+    "SELECT event_id, message_id, routing_key, body, event_seq FROM outbox "
+    "WHERE event_seq > :after ORDER BY event_seq LIMIT :n) o ON true "
+    f"{_WITH_OPERATION} ORDER BY o.event_seq"
+)
+
+
+def feed_page(engine: Engine, after: int, limit: int) -> tuple[int, list[FeedEvent]]:
+    """The last feed number given, and up to `limit` events numbered after `after`."""
+    with translated_errors(), engine.connect() as connection:
+        rows = connection.execute(_FEED_PAGE, {"after": after, "n": limit}).all()
+    events = []
+    for row in rows:
+        if row.event_seq is not None:
+            assert row.body is not None, f"event {row.message_id}: no body and no operation"
+            events.append(FeedEvent(row.event_seq, row.message_id, row.routing_key, row.body))
+    return rows[0].last_seq, events

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, ClassVar
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
@@ -379,3 +380,43 @@ class BatchItemSchema(Schema):
 
 class BatchResultSchema(Schema):
     items = fields.List(fields.Nested(BatchItemSchema), required=True)
+
+
+class DigitsInteger(fields.Integer):
+    """A whole number in a query string, in ASCII digits only: no sign, space or other script."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if not isinstance(value, str) or not _DIGITS.fullmatch(value):
+            raise ValidationError("Must be a whole number in digits, 0 or more (at most 18).")
+        return int(super()._deserialize(value, attr, data, **kwargs))
+
+
+_DIGITS = re.compile(r"[0-9]{1,18}")
+
+
+class EventPageQuerySchema(StrictSchema):
+    after = DigitsInteger(
+        load_default=0,
+        metadata={"description": "the last event_seq read; 0 (the default) from the start"},
+    )
+    limit = fields.Integer(
+        load_default=limits.page_size_default,
+        validate=validate.Range(min=1, max=limits.page_size_max),
+    )
+
+
+class FeedEventSchema(Schema):
+    event_seq = fields.Integer(required=True, metadata={"description": "also in the body"})
+    routing_key = fields.String(required=True, metadata={"example": "operation.credit.succeeded"})
+    message_id = fields.String(required=True)
+    body = fields.Dict(
+        required=True,
+        metadata={"description": "the event's body, as published to billing.events"},
+    )
+
+
+class EventPageSchema(Schema):
+    items = fields.List(fields.Nested(FeedEventSchema), required=True)
+    next_after = fields.Integer(
+        required=True, metadata={"description": "the `after` of the next page"}
+    )

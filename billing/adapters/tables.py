@@ -107,6 +107,18 @@ outbox = Table(
     # None for an operation's outcome: rendered from the operation's row (0005).
     Column("body", JSON),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The event's place in the feed, given after commit, before it is published (0008).
+    Column("event_seq", BigInteger, unique=True),
+)
+
+# The last feed number given (one row): counted only by the numbering
+# transaction, under its advisory lock (`adapters.event_feed`).
+event_seq_counter = Table(
+    "event_seq_counter",
+    metadata,
+    Column("singleton", Boolean, primary_key=True, server_default=text("true")),
+    Column("last_seq", BigInteger, nullable=False),
+    CheckConstraint("singleton", name="event_seq_counter_one_row"),
 )
 
 # The outbox rows not yet published; deleted once the broker confirmed them.
