@@ -14,7 +14,7 @@ from api.context import services
 from api.errors import ApiError, validation_error
 from billing import feed
 from billing.adapters import outbox_reads
-from billing.adapters.schemas import ErrorSchema, EventPageQuerySchema, EventPageSchema
+from billing.adapters.schemas import EventPageQuerySchema, EventPageSchema
 
 blp = Blueprint("events", __name__, url_prefix="/v1/events", description="Events")
 
@@ -23,12 +23,7 @@ blp = Blueprint("events", __name__, url_prefix="/v1/events", description="Events
 class Events(MethodView):
     @blp.arguments(EventPageQuerySchema(), location="query", unknown=RAISE)
     @blp.response(200, EventPageSchema)
-    @blp.alt_response(
-        410,
-        schema=ErrorSchema,
-        description="`events_pruned`: the events right after `after` are past the retention "
-        "and no longer kept; `details.retained_after` is the smallest `after` still served",
-    )
+    @blp.alt_response(410, response="EventsPruned")
     def get(self, query: dict[str, Any]) -> Response:
         """Every event published to `billing.events`, after the `event_seq` given, oldest first.
 
