@@ -152,7 +152,7 @@ class UnitOfWork(Protocol):
         visible (the transaction must commit before any of them is published)."""
 
     def number_left_behind_events(self, *, older_than_s: float, limit: int) -> int:
-        """Give a feed number to events unpublished and unnumbered this long."""
+        """Give a feed number to those of the oldest events unpublished this long that have none."""
 
     def prune_events(self, *, retention_days: int, limit: int) -> int:
         """Delete up to `limit` of the oldest published events past the retention, in feed

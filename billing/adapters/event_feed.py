@@ -48,13 +48,16 @@ _NUMBER_BY_EVENT_ID = text(
     "SELECT event_id FROM outbox WHERE outbox.event_id = i.event_id "
     "AND outbox.event_seq IS NULL LIMIT 1) o), " + _NUMBER_TAIL
 )
-# Found before the lock is taken, so the lock is never held while the
-# pending marks are walked. Each mark looks up its own row, in mark order
-# (as in `outbox_reads`: a plain join walked the whole outbox).
-_UNNUMBERED_LEFT_BEHIND = text(
+# The events the relay's claim will take next (the oldest left behind),
+# found before the lock is taken, so the lock is never held while the
+# pending marks are walked; those among them without a number get theirs.
+# Numbered or not: a walk for the unnumbered ones alone would pass every
+# numbered event waiting (a backlog of millions while the broker refuses
+# events), where this one stops after `n`. Each mark looks up its own row,
+# in mark order (as in `outbox_reads`: a plain join walked the whole outbox).
+_LEFT_BEHIND = text(
     "SELECT o.event_id FROM outbox_pending p CROSS JOIN LATERAL ("
     "SELECT event_id FROM outbox WHERE outbox.event_id = p.event_id "
-    "AND outbox.event_seq IS NULL "
     "AND outbox.created_at < now() - make_interval(secs => :older_than_s) LIMIT 1) o "
     "ORDER BY p.event_id LIMIT :n"
 )
@@ -81,9 +84,10 @@ def number_events(connection: Connection, message_ids: list[str]) -> int:
 
 
 def number_left_behind(connection: Connection, older_than_s: float, limit: int) -> int:
-    """Number events unpublished and unnumbered this long (their publisher died); how many."""
+    """Number the oldest events unpublished this long that have no number (their publisher
+    died before numbering them); how many."""
     event_ids = connection.execute(
-        _UNNUMBERED_LEFT_BEHIND, {"older_than_s": older_than_s, "n": limit}
+        _LEFT_BEHIND, {"older_than_s": older_than_s, "n": limit}
     ).scalars()
     ids = list(event_ids)
     if not ids:
