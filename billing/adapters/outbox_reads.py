@@ -9,7 +9,8 @@ it and encoded it again: 30 us of the worker's CPU per event and 10 of
 PostgreSQL's, against 4 and 14 this way (500 completed transfers at a time).
 
 The body has the fields and values of the API's representation of the
-operation (`service.render_operation`) plus `schema_version`, top-level
+operation (`service.render_operation`) plus `event_seq` (its place in the
+event feed) and `schema_version`, top-level
 keys in sorted order; the request and balances are PostgreSQL's text of
 their `jsonb` (`{"amount": 5, ...}`). The statement is the only renderer of
 published outcome bodies, so every copy of an event is the same text,
@@ -62,9 +63,10 @@ _BODY = (
     "END AS body"
 )
 _EVENT_COLUMNS = f"o.event_id, o.message_id, o.routing_key, {_BODY} "
-# Only numbered events are published: the number is part of every copy.
 _WITH_OPERATION = "LEFT JOIN operations op ON o.body IS NULL AND op.operation_id = o.message_id"
 
+# Both reads below take numbered events only: the feed number is part of
+# every copy of an event (`adapters.event_feed` numbers them first).
 # Each id is looked up on its own (LATERAL ... LIMIT 1: one row of the unique
 # index): as `message_id = ANY(:ids)` on a table without fresh statistics,
 # PostgreSQL read the whole outbox in parallel to find 500 events.
