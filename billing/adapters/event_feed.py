@@ -22,8 +22,15 @@ from sqlalchemy import Connection, Engine, text
 from billing.adapters.database import translated_errors
 from billing.adapters.pgarrays import int_array, text_array
 
+# Every statement here looks rows up by key: without fresh statistics
+# (autovacuum off or behind) PostgreSQL may otherwise read the whole outbox
+# to join 500 rows (as `ledger_db.PLAN_BY_KEY`, for this transaction only).
+BY_KEY = (
+    "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; "
+    "SET LOCAL enable_mergejoin = off; "
+)
 # pg_advisory_xact_lock(int, int): "ev" and 1.
-_FEED_LOCK = "SELECT pg_advisory_xact_lock(25974, 1); "
+_FEED_LOCK = BY_KEY + "SELECT pg_advisory_xact_lock(25974, 1); "
 
 # Read after the lock is taken: in READ COMMITTED each statement of the
 # string sees what committed before it started, so every numbering that

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 
 from billing.adapters.database import translated_errors
+from billing.adapters.event_feed import BY_KEY
 from billing.adapters.pgarrays import text_array
 from billing.feed import FeedEvent
 from billing.ports import Event
@@ -120,7 +121,7 @@ def _event_from_row(row: Any) -> Event:
 # number given, from one snapshot (one statement). The counter row is there
 # even when no event is: a page without events still says where the feed ends.
 _FEED_PAGE = text(
-    "SELECT c.last_seq, o.event_seq, o.message_id, o.routing_key, "
+    BY_KEY + "SELECT c.last_seq, o.event_seq, o.message_id, o.routing_key, "
     f"{_BODY} FROM event_seq_counter c LEFT JOIN LATERAL ("
     "SELECT event_id, message_id, routing_key, body, event_seq FROM outbox "
     "WHERE event_seq > :after ORDER BY event_seq LIMIT :n) o ON true "
