@@ -46,7 +46,8 @@ def _string(column: str) -> str:
 # stored body (a hold's expiry) gets its number as its first key.
 _BODY = (
     "CASE WHEN o.body IS NOT NULL THEN "
-    """'{"event_seq":' || o.event_seq || ',' || substr(CAST(o.body AS text), 2) """
+    """'{"event_seq":' || o.event_seq || CASE WHEN substr(CAST(o.body AS text), 2) """
+    """~ '^\\s*\\}' THEN '' ELSE ',' END || substr(CAST(o.body AS text), 2) """
     "WHEN op.operation_id IS NOT NULL THEN "
     f"""'{{"accepted_at":' || {_timestamp("op.accepted_at")} || ','"""
     """ || CASE WHEN op.balances IS NULL THEN '' """

@@ -211,3 +211,21 @@ def test_pruning_keeps_what_is_inside_the_retention(workerless_engine: Any) -> N
     )
     assert pruned == 0
     assert len(read_raw(engine, 0)) == 2
+
+
+def test_a_stored_body_empty_or_not_stays_json_with_its_number(workerless_engine: Any) -> None:
+    engine = workerless_engine
+    with engine.begin() as connection:
+        for message_id, body in (("empty", "{ }"), ("full", '{"n": [1, {}]}')):
+            connection.execute(
+                text(
+                    "WITH e AS (INSERT INTO outbox (message_id, routing_key, body) "
+                    "VALUES (:id, 'hold.expired', :body) RETURNING event_id) "
+                    "INSERT INTO outbox_pending SELECT event_id FROM e"
+                ),
+                {"id": message_id, "body": body},
+            )
+    publisher = RecordingPublisher()
+    service.publish_events(["empty", "full"], SqlUnitOfWork(engine), publisher)
+    bodies = {e.message_id: jsoncodec.loads(jsoncodec.text_of(e.body)) for e in publisher.events}
+    assert bodies == {"empty": {"event_seq": 1}, "full": {"event_seq": 2, "n": [1, {}]}}
