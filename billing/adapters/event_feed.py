@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, Engine, text
 
+from billing import limits
 from billing.adapters.database import translated_errors
 from billing.adapters.pgarrays import int_array, text_array
 
@@ -30,7 +31,10 @@ BY_KEY = (
     "SET LOCAL enable_mergejoin = off; "
 )
 # pg_advisory_xact_lock(int, int): "ev" and 1.
-_FEED_LOCK = BY_KEY + "SELECT pg_advisory_xact_lock(25974, 1); "
+_FEED_LOCK = (
+    BY_KEY + f"SET LOCAL lock_timeout = {limits.event_numbering_lock_wait_ms}; "
+    "SELECT pg_advisory_xact_lock(25974, 1); "
+)
 
 # Read after the lock is taken: in READ COMMITTED each statement of the
 # string sees what committed before it started, so every numbering that
