@@ -68,7 +68,8 @@ _EVENT_COLUMNS = f"o.event_id, o.message_id, o.routing_key, {_BODY} "
 _WITH_OPERATION = "LEFT JOIN operations op ON o.body IS NULL AND op.operation_id = o.message_id"
 
 # Both reads below take numbered events only: the feed number is part of
-# every copy of an event (`adapters.event_feed` numbers them first).
+# every copy of an event (`adapters.event_feed` numbers them first). The
+# test is outside the row's lookup, which stays one row of a unique index.
 # Each id is looked up on its own (LATERAL ... LIMIT 1: one row of the unique
 # index): as `message_id = ANY(:ids)` on a table without fresh statistics,
 # PostgreSQL read the whole outbox in parallel to find 500 events.
@@ -77,8 +78,8 @@ _UNPUBLISHED_EVENTS = text(
     "FROM unnest(CAST(:ids AS varchar[])) AS i(message_id) CROSS JOIN LATERAL ("
     "SELECT outbox.event_id, message_id, routing_key, body, event_seq FROM outbox "
     "JOIN outbox_pending ON outbox_pending.event_id = outbox.event_id "
-    "WHERE outbox.message_id = i.message_id AND outbox.event_seq IS NOT NULL LIMIT 1) o "
-    f"{_WITH_OPERATION}"
+    "WHERE outbox.message_id = i.message_id LIMIT 1) o "
+    f"{_WITH_OPERATION} WHERE o.event_seq IS NOT NULL"
 )
 # Never waits: events another relay holds are skipped (it is publishing them).
 # Each pending mark looks up its own outbox row (LATERAL ... LIMIT 1, which
@@ -91,9 +92,10 @@ _CLAIM_UNPUBLISHED_EVENTS = text(
     f"SELECT {_EVENT_COLUMNS}"
     "FROM outbox_pending p CROSS JOIN LATERAL ("
     "SELECT event_id, message_id, routing_key, body, event_seq FROM outbox "
-    "WHERE outbox.event_id = p.event_id AND outbox.event_seq IS NOT NULL "
+    "WHERE outbox.event_id = p.event_id "
     "AND outbox.created_at < now() - make_interval(secs => :older_than_s) LIMIT 1) o "
-    f"{_WITH_OPERATION} ORDER BY p.event_id LIMIT :n FOR UPDATE OF p SKIP LOCKED"
+    f"{_WITH_OPERATION} WHERE o.event_seq IS NOT NULL "
+    "ORDER BY p.event_id LIMIT :n FOR UPDATE OF p SKIP LOCKED"
 )
 
 
