@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from billing import limits
 
@@ -130,6 +130,18 @@ class Posting:
     account_id: str
     amount: int
     bucket: Bucket = Bucket.posted
+
+
+class Entry(NamedTuple):
+    """One ledger entry; a named tuple, as a batch builds a thousand of them under the locks."""
+
+    operation_id: str
+    account_id: str
+    type: str
+    bucket: str
+    amount: int
+    posted_after: int | None
+    held_after: int | None
 
 
 @dataclass(frozen=True)

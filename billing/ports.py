@@ -9,12 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from billing.domain import AccountState, HoldState, NewAccount, Operation
-
-if TYPE_CHECKING:
-    from billing.batch import Entry
+from billing.domain import AccountState, Entry, HoldState, NewAccount, Operation
 
 
 class TransientError(Exception):

@@ -18,21 +18,24 @@ import logging
 from typing import Any
 
 from celery import Task, bootsteps
-from kombu import Consumer, Message
-from kombu.exceptions import OperationalError as BrokerOperationalError
-from kombu.transport.pyamqp import Message as AmqpMessage
 
 from billing import gate, limits, service, untrusted_json
 from billing.adapters import metrics
 from billing.adapters.celery_client import SUBMIT_REQUEST_TASK
 from billing.adapters.events import Topology
+from billing.adapters.intake_consumer import (
+    BrokerOperationalError,
+    Message,
+    intake_consumer,
+    is_kombu_message,
+)
 from billing.adapters.schemas import parse_operation
 from billing.domain import Operation, OperationType
 from billing.ports import Event, TransientError
 from billing.service import Acceptance
-from tasks.celery_app import app
+from tasks.celery_app import app, event_publisher
 from tasks.consumer import x_death_problem
-from tasks.context import event_publisher, services
+from tasks.context import services
 from tasks.ledger import apply_and_publish, retry_countdown_s
 
 log = logging.getLogger(__name__)
@@ -80,31 +83,6 @@ def rejection_event(error: dict[str, Any], body: bytes | str) -> Event:
     return Event(message_id=f"rejected:{digest}", routing_key="request.rejected", body=rendered)
 
 
-class IntakeMessage(AmqpMessage):  # type: ignore[misc]
-    """kombu's message, except that a compressed body is left compressed, to be refused.
-
-    kombu decompresses a body whose `compression` header names a codec it
-    knows, at once and without a limit, before any code of ours sees it: a
-    1 MB zlib message could take a gigabyte of the worker's memory. The
-    intake takes plain JSON only, so the header is taken off (and kept as
-    `compression`) and the message is refused like any other that is not JSON.
-
-    Set as the `Message` class of the intake's own channel, which kombu's
-    pyamqp transport builds each delivered message with (kombu 5.5 to 5.7);
-    tests/e2e/test_intake.py sends a compressed message and fails if kombu
-    inflates it again.
-    """
-
-    def __init__(self, msg: Any, channel: Any = None, **kwargs: Any) -> None:
-        headers = msg.properties.get("application_headers") or {}
-        self.compression = headers.get("compression")
-        if self.compression is not None:
-            msg.properties["application_headers"] = {
-                name: value for name, value in headers.items() if name != "compression"
-            }
-        super().__init__(msg, channel=channel, **kwargs)
-
-
 class RequestIntake(bootsteps.ConsumerStep):  # type: ignore[misc]
     """Consumes `billing.requests` inside the worker.
 
@@ -115,17 +93,12 @@ class RequestIntake(bootsteps.ConsumerStep):  # type: ignore[misc]
     given back, and the broker dead-letters it after its delivery limit.
     """
 
-    def get_consumers(self, channel: Any) -> list[Consumer]:
-        topology = Topology(services().settings)
-        # The step's own channel: kombu's pyamqp channel builds every message
-        # it delivers with its `Message` class.
-        channel.Message = IntakeMessage
-        consumer = Consumer(
+    def get_consumers(self, channel: Any) -> list[Any]:
+        consumer = intake_consumer(
             channel,
-            queues=[topology.requests_queue],
+            Topology(services().settings),
             on_message=self.on_message,
-            on_decode_error=self.on_unreadable,
-            no_ack=False,
+            on_unreadable=self.on_unreadable,
             prefetch_count=INTAKE_PREFETCH,
         )
         return [consumer]
@@ -181,7 +154,7 @@ def park(message: Any, reason: str) -> None:
 
 
 def _park_message(message: Any, reason: str) -> None:
-    if isinstance(message, Message):
+    if is_kombu_message(message):
         if not message.acknowledged:
             dead_letter(message, reason)
     elif not _carries_x_death(message.properties.get("application_headers")):

@@ -15,8 +15,8 @@ from billing.adapters import metrics
 from billing.adapters.celery_client import APPLY_OPERATION_TASK, APPLY_OPERATIONS_TASK
 from billing.domain import ErrorCode
 from billing.ports import LockBusy, OperationRecord, TransientError
-from tasks.celery_app import app
-from tasks.context import event_publisher, services
+from tasks.celery_app import app, event_publisher
+from tasks.context import services
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from billing import limits, service
 from billing.adapters import metrics
 from billing.adapters.celery_client import TaskQueue
 from billing.ports import LockBusy, TransientError
-from tasks.celery_app import app
-from tasks.context import event_publisher, services
+from tasks.celery_app import app, event_publisher
+from tasks.context import services
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import logging
 from billing import service
 from billing.adapters.celery_client import PUBLISH_EVENTS_TASK
 from billing.ports import TransientError
-from tasks.celery_app import app
-from tasks.context import event_publisher, services
+from tasks.celery_app import app, event_publisher
+from tasks.context import services
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -47,6 +47,16 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
         json_serializer=jsoncodec.dumps,
         json_deserializer=jsoncodec.loads,
     )
+
+
+def database_reachable(engine: Engine) -> bool:
+    """Whether the database answers a query (the API's readiness)."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
 
 
 def cooperate_with_gevent() -> bool:

@@ -24,9 +24,9 @@ from billing import limits
 from billing.adapters import batch_write, jsoncodec, metrics, outbox_reads, tables
 from billing.adapters.database import translate_error
 from billing.adapters.pgarrays import int_array, text_array
-from billing.batch import Entry
 from billing.domain import (
     AccountState,
+    Entry,
     HoldState,
     HoldStatus,
     NewAccount,

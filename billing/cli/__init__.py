@@ -19,7 +19,7 @@ import click
 from billing import limits
 from billing.config import Settings, api_tokens_problem
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def _python_module(module: str, *args: str) -> list[str]:
@@ -277,7 +277,7 @@ def up(
     The banner (token, curl line) comes once the API is ready and the worker
     answers a ping. Ctrl-C stops everything.
     """
-    from billing.preflight import run_preflight
+    from billing.cli.preflight import run_preflight
 
     if Settings.from_env().api_tokens:
         _require_tokens()
@@ -400,9 +400,6 @@ def new_api_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-from billing.dead_letters_cli import dead_letters  # noqa: E402
+from billing.cli.dead_letters import dead_letters  # noqa: E402
 
 main.add_command(dead_letters)
-
-if __name__ == "__main__":
-    main()
