@@ -25,7 +25,9 @@ from typing import NamedTuple
 from billing import limits
 from billing.domain import ErrorCode, Failure, Operation
 
-IDENTIFIER_MESSAGE = "Must be 1 to 64 characters of letters, digits and . _ : -"
+IDENTIFIER_MESSAGE = (
+    f"Must be 1 to {limits.identifier_length_max} characters of letters, digits and . _ : -"
+)
 INTEGER_MESSAGE = "Must be a JSON integer."
 BOOLEAN_MESSAGE = "Must be a JSON boolean."
 MISSING_MESSAGE = "Missing data for required field."

@@ -6,6 +6,7 @@ uses (`tasks.celery_app.event_publisher`), so this module imports no task module
 
 from __future__ import annotations
 
+from billing import limits
 from billing.bootstrap import Services
 from billing.config import Settings
 
@@ -15,7 +16,7 @@ _services: Services | None = None
 def services() -> Services:
     global _services
     if _services is None:
-        _services = Services(Settings.from_env(), pool_size=2)
+        _services = Services(Settings.from_env(), pool_size=limits.database_pool_size_worker)
     return _services
 
 

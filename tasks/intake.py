@@ -40,8 +40,6 @@ from tasks.ledger import apply_and_publish, retry_countdown_s
 
 log = logging.getLogger(__name__)
 
-INTAKE_PREFETCH = 64
-
 
 def parse_request(body: bytes | str) -> tuple[str, dict[str, Any]] | dict[str, Any]:
     """(type, validated fields) for a good message, or the error for a bad one."""
@@ -99,7 +97,7 @@ class RequestIntake(bootsteps.ConsumerStep):  # type: ignore[misc]
             Topology(services().settings),
             on_message=self.on_message,
             on_unreadable=self.on_unreadable,
-            prefetch_count=INTAKE_PREFETCH,
+            prefetch_count=limits.intake_prefetch_count,
         )
         return [consumer]
 

@@ -87,15 +87,11 @@ def api_command(host: str, port: int, workers: int, connections: int) -> list[st
         "--worker-connections",
         str(connections),
         "--timeout",
-        "60",
+        str(limits.api_worker_timeout_s),
         "--graceful-timeout",
-        "10",
-        # Idle keep-alive connections stay open 75 s, not gunicorn's 2: a
-        # client (or load balancer) that reuses a pooled connection the
-        # server has just closed gets its request reset. Longer than the
-        # usual 60 s idle timeout of load balancers, so they close first.
+        str(limits.api_graceful_timeout_s),
         "--keep-alive",
-        "75",
+        str(limits.api_keep_alive_s),
     )
 
 
