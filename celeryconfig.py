@@ -87,18 +87,9 @@ tasks_queue = Queue(
     durable=True,
     queue_arguments=_task_queue_arguments,
 )
-# The result task (publish outcomes) and the periodic jobs have a queue of
-# their own, so an outcome is published, and a hold expires, as soon as a
-# worker process is free instead of waiting behind every ledger task queued.
-results_routing_key = _name("billing.results")
-results_queue = Queue(
-    _name("billing.results"),
-    exchange=tasks_exchange,
-    routing_key=results_routing_key,
-    durable=True,
-    queue_arguments=_task_queue_arguments,
-)
-# The periodic jobs have a queue without dead-lettering: a run that waited
+# The periodic jobs have a queue of their own, so a hold expires as soon as a
+# worker process is free instead of waiting behind every ledger task queued;
+# and without dead-lettering: a run that waited
 # past its `expires` (workers busy) is dropped by the broker, as meant,
 # instead of landing among the poison messages in `billing.tasks.dead`; the
 # next run comes within its interval anyway. A handful at most wait.
@@ -122,10 +113,9 @@ tasks_dead_queue = Queue(
     durable=True,
     queue_arguments={"x-queue-type": "quorum"},
 )
-task_queues = [tasks_queue, results_queue, periodic_queue]
+task_queues = [tasks_queue, periodic_queue]
 _periodic = {"queue": periodic_queue.name, "routing_key": periodic_routing_key}
 task_routes = {
-    "billing.publish_events": {"queue": results_queue.name, "routing_key": results_routing_key},
     "billing.expire_holds": _periodic,
     "billing.relay_outbox": _periodic,
     "billing.resend_pending": _periodic,

@@ -1,8 +1,9 @@
 """The rules of money: operations, balances and the postings an operation makes.
 
-Plain Python only. `decide` is a pure function from an operation and the state
-of the accounts it touches to either a failure code or the postings to make,
-so every rule can be tested without a database.
+Plain Python only: the values every rule works on, and the checks and
+postings they share. The rules themselves (`billing.rules.decide`, with
+`billing.holds`) are pure functions of these values, so every rule can be
+tested without a database.
 """
 
 from __future__ import annotations

@@ -106,14 +106,14 @@ REQUESTS: dict[str, dict[str, Rule]] = {
 
 
 def check_request(
-    kind: object, fields: object, *, given_apart: Collection[str] = ()
+    operation_type: object, fields: object, *, given_apart: Collection[str] = ()
 ) -> dict[str, list[str]]:
     """What is wrong with a request of this type, by field; empty when it keeps the rules.
 
     `fields` holds the request with its `operation_id`; the fields named in
     `given_apart` (a capture's `hold_id` in the URL) must not be among them.
     """
-    rules = REQUESTS.get(kind) if isinstance(kind, str) else None
+    rules = REQUESTS.get(operation_type) if isinstance(operation_type, str) else None
     if rules is None:
         return {"type": [f"Must be one of: {', '.join(REQUESTS)}."]}
     if not isinstance(fields, dict):

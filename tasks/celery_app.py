@@ -26,7 +26,7 @@ from tasks import context
 log = logging.getLogger(__name__)
 
 app = make_celery_app("billing")
-app.conf.include = ["tasks.ledger", "tasks.results", "tasks.periodic", "tasks.intake"]
+app.conf.include = ["tasks.ledger", "tasks.periodic", "tasks.intake"]
 
 _publisher: EventPublisher | None = None
 

@@ -132,8 +132,8 @@ def handle_request(message: Message) -> None:
         event_publisher().publish([rejection_event(parsed, message.body)])
         dead_letter(message, "validation_error")
         return
-    kind, fields = parsed
-    app.send_task(SUBMIT_REQUEST_TASK, args=[kind, fields])
+    operation_type, fields = parsed
+    app.send_task(SUBMIT_REQUEST_TASK, args=[operation_type, fields])
     message.ack()
 
 
@@ -192,7 +192,7 @@ app.steps["consumer"].add(RequestIntake)
 
 
 @app.task(bind=True, name=SUBMIT_REQUEST_TASK, max_retries=None)
-def submit_request(self: Task, kind: object, fields: object) -> str:
+def submit_request(self: Task, operation_type: object, fields: object) -> str:
     """Record an operation that came over AMQP, then apply it like the ledger task does.
 
     Whoever put the task on the queue (the intake, Flower's task API, anyone
@@ -201,15 +201,15 @@ def submit_request(self: Task, kind: object, fields: object) -> str:
     `request.rejected` event and `billing.requests.dead`), and nothing of
     it is recorded or applied.
     """
-    problems = gate.check_request(kind, fields)
+    problems = gate.check_request(operation_type, fields)
     if problems:
         log.warning("submit_request: refused arguments: %s", problems)
         error = {"code": "validation_error", "message": "The request is not valid."}
-        _park(kind, fields, {**error, "details": problems}, "validation_error")
+        _park(operation_type, fields, {**error, "details": problems}, "validation_error")
         return "rejected"
-    assert isinstance(kind, str) and isinstance(fields, dict)
+    assert isinstance(operation_type, str) and isinstance(fields, dict)
     request = dict(fields)
-    operation = Operation(request.pop("operation_id"), OperationType(kind), request)
+    operation = Operation(request.pop("operation_id"), OperationType(operation_type), request)
     try:
         outcome, _ = service.accept_operation(operation, services().uow())
     except TransientError as error:
@@ -219,24 +219,30 @@ def submit_request(self: Task, kind: object, fields: object) -> str:
             "code": "idempotency_conflict",
             "message": f"operation {operation.operation_id} was submitted with another body",
         }
-        _park(kind, fields, conflict, "idempotency_conflict")
+        _park(operation_type, fields, conflict, "idempotency_conflict")
         return "conflict"
     return apply_and_publish(self, [operation.operation_id])
 
 
-def _park(kind: object, fields: object, error: dict[str, Any], reason: str) -> None:
+def _park(operation_type: object, fields: object, error: dict[str, Any], reason: str) -> None:
     """Publish `request.rejected` and dead-letter the request as an intake message would be."""
-    original = _as_sent(kind, fields)
+    original = _as_sent(operation_type, fields)
     publisher = event_publisher()
     publisher.publish([rejection_event(error, original)])
     publisher.dead_letter_request(original, {"x-rejection": reason})
 
 
-def _as_sent(kind: object, fields: object) -> bytes:
+def _as_sent(operation_type: object, fields: object) -> bytes:
     """The request as an intake message carries it, or the arguments as they came."""
-    message = {"type": kind, **fields} if isinstance(fields, dict) else [kind, fields]
+    message = (
+        {"type": operation_type, **fields} if isinstance(fields, dict) else [operation_type, fields]
+    )
     try:
         return json.dumps(message).encode()
     except (TypeError, ValueError, RecursionError):
-        named = kind[: limits.identifier_length_max] if isinstance(kind, str) else None
+        named = (
+            operation_type[: limits.identifier_length_max]
+            if isinstance(operation_type, str)
+            else None
+        )
         return json.dumps({"type": named, "fields": "not encodable"}).encode()

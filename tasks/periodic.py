@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 @app.task(name="billing.relay_outbox", ignore_result=True)
 def relay_outbox() -> int:
-    """Publish events whose result task never ran (a crash between commit and publish)."""
+    """Publish events a task did not (a broker fault, a crash between commit and publish)."""
     try:
         published = service.relay_events(
             services().uow(),

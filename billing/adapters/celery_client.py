@@ -16,7 +16,6 @@ from billing.ports import TransientError
 
 APPLY_OPERATION_TASK = "billing.apply_operation"
 APPLY_OPERATIONS_TASK = "billing.apply_operations"
-PUBLISH_EVENTS_TASK = "billing.publish_events"
 SUBMIT_REQUEST_TASK = "billing.submit_request"
 
 # A short retry of a publish that hit a dropped connection; past it the caller
