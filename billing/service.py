@@ -611,7 +611,7 @@ def resend_stuck_operations(
     again and what ending the others did.
     """
     with uow:
-        stuck = uow.pending_operations(older_than_s=older_than_s, limit=limit)
+        stuck = uow.mark_pending_resent(older_than_s=older_than_s, limit=limit)
         first = [i for i, resends in stuck if resends == 1]
         again = [i for i, resends in stuck if 1 < resends <= limits.pending_resends_max]
         for start in range(0, len(first), limits.enqueue_group_size_max):

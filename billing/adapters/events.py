@@ -66,7 +66,7 @@ class Topology:
             durable=True,
             queue_arguments={
                 "x-queue-type": "quorum",
-                "x-delivery-limit": 20,
+                "x-delivery-limit": limits.queue_delivery_limit,
                 "x-dead-letter-exchange": self.requests_dead.name,
                 "x-dead-letter-strategy": "at-least-once",
                 "x-overflow": "reject-publish",
@@ -183,7 +183,9 @@ class EventPublisher:
     def dead_letter_request(self, body: bytes, headers: dict[str, Any]) -> None:
         """Park an intake message that was valid JSON but could not be accepted."""
         try:
-            with self._producers.acquire(block=True, timeout=10) as producer:
+            with self._producers.acquire(
+                block=True, timeout=limits.producer_pool_wait_s
+            ) as producer:
                 producer.publish(
                     body,
                     exchange=self._topology.requests_dead,
