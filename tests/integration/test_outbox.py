@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import text
 
-from billing import service
+from billing import representation, service
 from billing.adapters import jsoncodec, views
 from billing.adapters.ledger_db import SqlUnitOfWork
 from billing.domain import Operation, OperationType
@@ -69,7 +69,11 @@ def published_as_the_api_shows_it(engine: Any, event: Event) -> bool:
     assert isinstance(event_seq, int)
     body = json.loads(jsoncodec.text_of(event.body))
     assert list(body) == sorted(body)
-    expected = {**service.render_operation(record), "event_seq": event_seq, "schema_version": 1}
+    expected = {
+        **representation.render_operation(record),
+        "event_seq": event_seq,
+        "schema_version": 1,
+    }
     return bool(body == expected)
 
 
