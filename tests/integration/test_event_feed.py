@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from billing import feed, service
-from billing.adapters import audit, jsoncodec, outbox_reads
+from billing.adapters import audit, event_feed, jsoncodec, outbox_reads
 from billing.adapters.ledger_db import SqlUnitOfWork
 from billing.domain import Operation, OperationType
 from billing.ports import Event
@@ -229,3 +229,17 @@ def test_a_stored_body_empty_or_not_stays_json_with_its_number(workerless_engine
     service.publish_events(["empty", "full"], SqlUnitOfWork(engine), publisher)
     bodies = {e.message_id: jsoncodec.loads(jsoncodec.text_of(e.body)) for e in publisher.events}
     assert bodies == {"empty": {"event_seq": 1}, "full": {"event_seq": 2, "n": [1, {}]}}
+
+
+def test_vacuuming_the_pending_marks_gives_their_space_back(workerless_engine: Any) -> None:
+    """Every event inserts a mark and deletes it: without a vacuum the dead ones stay for good."""
+    engine = workerless_engine
+    size = text("SELECT pg_relation_size('outbox_pending')")
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO outbox_pending SELECT generate_series(1, 20000)"))
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM outbox_pending"))
+        bloated = connection.execute(size).scalar_one()
+    event_feed.vacuum_pending_marks(engine)
+    with engine.connect() as connection:
+        assert connection.execute(size).scalar_one() < bloated / 10
