@@ -16,7 +16,7 @@ from tests.support.stack import Client, wait_until
 ACCOUNTS = 30
 BATCHES = 8
 BATCH_SIZE = 500
-PAGE = 200
+PAGE = 100
 
 
 def last_seq(engine: Any) -> int:
