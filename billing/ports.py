@@ -15,6 +15,7 @@ from billing.domain import AccountState, HoldState, NewAccount, Operation
 
 if TYPE_CHECKING:
     from billing.batch import Entry
+    from billing.reversals import ReversalTarget
 
 
 class TransientError(Exception):
@@ -46,6 +47,10 @@ class OperationRecord:
     # or None: the workers apply a batch's operations in this order.
     batch_id: int | None = None
     batch_position: int | None = None
+    # A credit's, debit's, transfer's or capture's succeeded reversals: their
+    # sum and their ids, oldest first (None: none yet).
+    reversed: int = 0
+    reversals: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,14 @@ class UnitOfWork(Protocol):
         outbox; return each moved account's (posted, held) after."""
 
     def save_holds(self, new: list[HoldState], changed: list[HoldState]) -> None: ...
+
+    def get_reversal_targets(self, operation_ids: list[str]) -> dict[str, ReversalTarget]:
+        """The named operations that exist, as reversals see them: type, status, posted
+        entries and the sum of their succeeded reversals (no lock taken)."""
+
+    def record_reversals(self, reversals: dict[str, list[tuple[str, int]]]) -> None:
+        """Add the succeeded reversals (id, amount) to the operations they reverse (their
+        `reversed` sum and list); raise InvalidData when one would pass its amount."""
 
     def create_account(self, account: NewAccount) -> tuple[dict[str, Any], bool]: ...
 

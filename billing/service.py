@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from billing import gate, holds, limits
+from billing import gate, holds, limits, reversals
 from billing.batch import BatchApplier
 from billing.domain import (
     ErrorCode,
@@ -30,6 +30,7 @@ from billing.ports import (
     TransientError,
     UnitOfWork,
 )
+from billing.reversals import ReversalTarget
 from billing.rules import involved_account_ids
 
 Clock = Callable[[], datetime]
@@ -322,12 +323,20 @@ def _apply_pending(
         [r for r in pending if r.operation.operation_id not in refused] if refused else pending
     )
     account_ids, holds_before = _locks_for(checked, uow)
+    targets = _reversal_targets(checked, uow)
+    account_ids.update(*map(reversals.target_account_ids, targets.values()))
     accounts, seqs = uow.lock_and_get_accounts(sorted(account_ids), ledger_seqs=len(pending))
     holds = uow.get_holds(list(holds_before), for_update=True)
     if any(h not in holds_before or holds_before[h] is None for h in holds):
         raise _LocksChanged()
+    if targets:
+        # Read again under the locks, to decide with; one that succeeded meanwhile
+        # needs locks not taken.
+        targets = uow.get_reversal_targets(sorted(targets))
+        if not set().union(*map(reversals.target_account_ids, targets.values())) <= account_ids:
+            raise _LocksChanged()
     applier = BatchApplier(
-        accounts, {h: hold for h, hold in holds.items() if hold is not None}, clock()
+        accounts, {h: hold for h, hold in holds.items() if hold is not None}, clock(), targets
     )
     for record, seq in zip(pending, seqs, strict=True):
         operation_id = record.operation.operation_id
@@ -369,6 +378,22 @@ def _locks_for(
     return account_ids, holds_before
 
 
+def _reversal_targets(pending: list[OperationRecord], uow: UnitOfWork) -> dict[str, ReversalTarget]:
+    """The operations the batch's reversals reverse, as they are now.
+
+    A reversal moves money on the client accounts of the operation it
+    reverses, so that operation is read before the locks to tell which to
+    take. One still pending in this batch takes its own locks, and the
+    reversal after it sees how it ended.
+    """
+    reversed_ids = {
+        r.operation.request["reverses"]
+        for r in pending
+        if r.operation.type is OperationType.reversal
+    }
+    return uow.get_reversal_targets(sorted(reversed_ids)) if reversed_ids else {}
+
+
 def _write(applier: BatchApplier, uow: UnitOfWork, events: list[Event]) -> None:
     """Write what the batch did, and check the balances against the rules."""
     moves = applier.balance_moves()
@@ -378,6 +403,8 @@ def _write(applier: BatchApplier, uow: UnitOfWork, events: list[Event]) -> None:
         [applier.holds[h] for h in sorted(applier.new_hold_ids)],
         [applier.holds[h] for h in sorted(applier.changed_hold_ids)],
     )
+    if applier.reversals:
+        uow.record_reversals(applier.reversals)
 
 
 def expire_hold(hold_id: str, uow: UnitOfWork, clock: Clock = utc_now) -> str | None:
@@ -429,13 +456,25 @@ def _timestamp(moment: datetime | None) -> str | None:
 
 
 def render_operation(record: OperationRecord) -> dict[str, Any]:
-    """The contract's representation of an operation, for the API and for events."""
+    """The contract's representation of an operation, for the API and for events.
+
+    The metadata given with the request is shown apart from it (`{}` when
+    none was). A credit, debit, transfer or capture shows its reversals as
+    the record holds them; an event's record is the operation as it
+    completed, before any reversal (`adapters.outbox_reads`).
+    """
     operation = record.operation
+    request = operation.request
     body: dict[str, Any] = {
         "operation_id": operation.operation_id,
         "type": operation.type.value,
         "status": operation.status.value,
-        "request": operation.request,
+        "request": (
+            {k: v for k, v in request.items() if k != "metadata"}
+            if "metadata" in request
+            else request
+        ),
+        "metadata": request.get("metadata", {}),
         "error": (
             {"code": record.error_code, "message": record.error_message}
             if record.error_code
@@ -446,6 +485,9 @@ def render_operation(record: OperationRecord) -> dict[str, Any]:
         body["balances"] = record.balances
     body["accepted_at"] = _timestamp(record.accepted_at)
     body["completed_at"] = _timestamp(record.completed_at)
+    if operation.type in reversals.REVERSIBLE_TYPES:
+        body["reversed"] = record.reversed
+        body["reversals"] = record.reversals or []
     return body
 
 
@@ -478,8 +520,21 @@ def accept_operation(operation: Operation, uow: UnitOfWork) -> tuple[Acceptance,
         uow.commit()
     if created:
         return Acceptance.accepted, record
-    same = record.operation.type is operation.type and record.operation.request == operation.request
-    return (Acceptance.repeated if same else Acceptance.conflict), record
+    return (
+        Acceptance.repeated if same_operation(record, operation) else Acceptance.conflict
+    ), record
+
+
+def same_operation(record: OperationRecord, operation: Operation) -> bool:
+    """Whether an operation is a retry of the recorded one: the same type and request.
+
+    Compared as JSON values (`true` is not `1`), and metadata `{}` is the same
+    as none, as it is shown.
+    """
+    stored, given = record.operation.request, operation.request
+    return record.operation.type is operation.type and same_json(
+        {"metadata": {}, **stored}, {"metadata": {}, **given}
+    )
 
 
 def accept_operations(
@@ -501,10 +556,7 @@ def accept_operations(
             fresh.discard(operation.operation_id)
             results.append((Acceptance.accepted, record))
             continue
-        same = (
-            record.operation.type is operation.type
-            and record.operation.request == operation.request
-        )
+        same = same_operation(record, operation)
         results.append((Acceptance.repeated if same else Acceptance.conflict, record))
     return results
 

@@ -48,8 +48,13 @@ _BODY = (
     """ || ',"error":' || CASE WHEN op.error_code IS NULL THEN 'null' """
     f"""ELSE '{{"code":' || {_string("op.error_code")} """
     f"""|| ',"message":' || {_string("op.error_message")} || '}}' END"""
+    # Metadata is shown apart from the request, {} when none was given.
+    """ || ',"metadata":' || COALESCE(CAST(op.request -> 'metadata' AS text), '{}')"""
     f""" || ',"operation_id":' || {_string("op.operation_id")}"""
-    """ || ',"request":' || CAST(op.request AS text)"""
+    """ || ',"request":' || CAST(op.request - 'metadata' AS text)"""
+    # As the operation completed, before any reversal of it: every copy the same.
+    """ || CASE WHEN op.type IN ('credit', 'debit', 'transfer', 'capture') """
+    """THEN ',"reversals":[],"reversed"\\:0' ELSE '' END"""
     # A colon before a digit would read as a bind parameter: escaped.
     """ || ',"schema_version"\\:1,"status":' """
     f"""|| {_string("op.status")} || ',"type":' || {_string("op.type")} || '}}' """
