@@ -77,8 +77,10 @@ class BatchApplier:
         else:
             hold_id = operation.request.get("hold_id")
             hold = self.holds.get(hold_id) if hold_id else None
-            reverses = operation.request.get("reverses")
-            target = self.targets.get(reverses) if reverses else None
+            # Only a reversal names a target, and only a batch with reversals has any.
+            target = (
+                self.targets.get(operation.request.get("reverses", "")) if self.targets else None
+            )
             decision = decide(operation, self.accounts, hold, self.now, target)
         error: tuple[str, str] | None = None
         balances: dict[str, dict[str, int]] | None = None
@@ -128,7 +130,7 @@ class BatchApplier:
             ledger_seq=ledger_seq,
         )
         self.completed.append(completed)
-        if operation.operation_id in self.targets:
+        if self.targets and operation.operation_id in self.targets:
             # A reversal later in the batch sees how this operation ended.
             posted = (
                 ()
