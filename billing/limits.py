@@ -117,9 +117,9 @@ enqueue_group_size_max = 500
 # 200,000 of them take about 240 MB, far below its memory alarm (40% of RAM).
 responses_max_events = 200_000
 responses_max_bytes = 128 * 1024 * 1024
-# After the broker refused events (billing.responses full), a process leaves
-# its events to the outbox relay for this long, doubling while refusals go on,
-# rather than sending every burst to a queue that refuses it.
+# After the broker refused events (billing.responses full), the outbox relay
+# of that process waits this long, doubling while refusals go on, rather than
+# send the same oldest events again and again to a queue that refuses them.
 events_refused_backoff_min_s = 1
 events_refused_backoff_max_s = 8
 # While the broker blocks the publisher's connection, a publish first reads

@@ -168,10 +168,13 @@ class EventPublisher:
     Events the broker refuses (a nack: `billing.responses` is full) or does
     not confirm because it blocks publishers (a resource alarm: memory or
     disk) raise EventsRefused at once, naming the ones it did take; the
-    others stay in the outbox. Neither is tried again on another connection,
-    and for a back-off after it (doubling while refusals go on) no burst
-    goes out at all: the ledger task leaves its events to the relay and goes
-    on with its work instead of waiting on a full queue.
+    others stay in the outbox. Neither is tried again: the ledger task sends
+    each of its events once and goes on with its work (the broker still
+    routes a refused event to the other queues bound to `billing.events`, so
+    their consumers get it at once), and for a back-off after a refusal
+    (doubling while refusals go on, `backing_off`) the relay, which would
+    send the same oldest events again, waits. While the broker blocks the
+    connection nothing is sent on it at all.
     """
 
     def __init__(
@@ -195,7 +198,7 @@ class EventPublisher:
         if not events:
             return
         with self._lock:
-            self._refuse_while_backing_off()
+            self._refuse_while_blocked()
             unsent = events
             failure: Exception
             for attempt in (1, 2):
@@ -214,15 +217,9 @@ class EventPublisher:
                     # The channel is sound too; what the broker took is published.
                     self._back_off()
                     metrics.events_refused.inc(len(events) - len(refused.published))
-                    log.warning(
-                        "%s; the events wait in the outbox, none sent for %g s",
-                        refused,
-                        self._backoff_s,
-                    )
+                    log.info("%s; the events wait in the outbox, for the relay", refused)
                     raise EventsRefused(
-                        f"{refused}; they wait in the outbox, for the relay "
-                        f"(no events sent for {self._backoff_s:g} s)",
-                        refused.published,
+                        f"{refused}; they wait in the outbox, for the relay", refused.published
                     ) from refused
                 except _BURST_ERRORS as error:
                     self.close_connection()
@@ -230,19 +227,17 @@ class EventPublisher:
                 if attempt == 2:
                     raise TransientError(f"could not publish events: {failure}") from failure
 
-    def _refuse_while_backing_off(self) -> None:
-        """Refuse at once while the broker refused the last burst a moment ago, or blocks."""
-        waited_s = time.monotonic() - self._refused_at
-        if waited_s < self._backoff_s:
-            raise EventsRefused(
-                f"the broker refused events {waited_s:.1f} s ago (billing.responses full, "
-                f"or a resource alarm); none sent for {self._backoff_s:g} s, "
-                "they wait in the outbox, for the relay",
-                [],
-            )
+    def _refuse_while_blocked(self) -> None:
+        """Send nothing on a connection the broker does not read (a resource alarm)."""
         if self._burst is not None and not self._burst.unblocked():
             self._back_off()
             raise EventsRefused("the broker blocks publishers (a resource alarm)", [])
+
+    def backing_off(self) -> bool:
+        """Whether the broker refused events a moment ago: the relay, which sends the same
+        oldest events again and again while the queue stays full, waits until this is over."""
+        with self._lock:
+            return time.monotonic() - self._refused_at < self._backoff_s
 
     def _back_off(self) -> None:
         self._refused_at = time.monotonic()
