@@ -18,6 +18,16 @@ class TransientError(Exception):
     """A fault that goes away on its own (database restart, lost connection): retry."""
 
 
+class EventsRefused(TransientError):
+    """The broker took none or only some of the events: `billing.responses` is full, or
+    the broker blocks publishers (a resource alarm). The others stay unpublished in the
+    outbox, for the relay; `published` are the ones it confirmed."""
+
+    def __init__(self, message: str, published: list[Event]) -> None:
+        super().__init__(message)
+        self.published = published
+
+
 class InvalidData(Exception):
     """The database refused what was written: a value out of range or a broken constraint.
 
@@ -150,4 +160,5 @@ class UnitOfWork(Protocol):
 
 class EventPublisher(Protocol):
     def publish(self, events: list[Event]) -> None:
-        """Publish with confirms; raise TransientError when the broker is unreachable."""
+        """Publish with confirms; raise TransientError when the broker is unreachable,
+        EventsRefused when it took only some of them."""

@@ -26,6 +26,7 @@ from billing.holds import hold_account_ids
 from billing.ports import (
     Event,
     EventPublisher,
+    EventsRefused,
     OperationRecord,
     TransientError,
     UnitOfWork,
@@ -556,17 +557,30 @@ def publish_events(message_ids: list[str], uow: UnitOfWork, publisher: EventPubl
     no row stays locked across a network wait; a publisher that races another
     one (or the relay) on an event sends it twice, which the contract allows
     (at least once, every copy the same). A crash after the publish and
-    before the mark publishes it again later, for the same reason.
+    before the mark publishes it again later, for the same reason. Events
+    the broker refused (EventsRefused, raised after the others are marked)
+    stay unpublished, for the relay.
     """
     with uow:
         events = uow.unpublished_events(message_ids)
         uow.commit()
         if not events:
             return 0
-        publisher.publish(events)
-        uow.mark_events_published(events)
+        _publish_and_mark(events, uow, publisher)
         uow.commit()
     return len(events)
+
+
+def _publish_and_mark(events: list[Event], uow: UnitOfWork, publisher: EventPublisher) -> None:
+    """Publish, and mark what the broker took; a refusal is no confirm: those stay unpublished."""
+    try:
+        publisher.publish(events)
+    except EventsRefused as refused:
+        if refused.published:
+            uow.mark_events_published(refused.published)
+            uow.commit()
+        raise
+    uow.mark_events_published(events)
 
 
 def relay_events(
@@ -575,20 +589,31 @@ def relay_events(
     *,
     older_than_s: float,
     limit: int = limits.outbox_publish_batch_max,
+    bursts_max: int = limits.outbox_relay_bursts_per_run_max,
 ) -> int:
-    """Publish events left unpublished for `older_than_s` (their publisher died).
+    """Publish events left unpublished for `older_than_s`, oldest first; return how many.
 
-    The claimed rows stay locked while publishing, so two relays never send
-    the same backlog twice.
+    Their publisher died, or the broker refused them (`billing.responses`
+    full). Burst after burst, each in a transaction of its own, while the
+    broker takes whole bursts, up to `bursts_max`: a backlog drains at the
+    broker's speed once the queue has room. The claimed rows stay locked
+    while publishing, so two relays never send the same backlog twice.
     """
-    with uow:
-        events = uow.claim_unpublished_events(older_than_s=older_than_s, limit=limit)
-        if not events:
-            return 0
-        publisher.publish(events)
-        uow.mark_events_published(events)
-        uow.commit()
-    return len(events)
+    published = 0
+    for _ in range(bursts_max):
+        with uow:
+            events = uow.claim_unpublished_events(older_than_s=older_than_s, limit=limit)
+            if not events:
+                return published
+            try:
+                _publish_and_mark(events, uow, publisher)
+            except EventsRefused as refused:
+                return published + len(refused.published)
+            uow.commit()
+        published += len(events)
+        if len(events) < limit:
+            break
+    return published
 
 
 def resend_stuck_operations(
