@@ -434,3 +434,28 @@ def test_an_expiry_is_never_taken_for_a_client_operation(ledger: Service) -> Non
     ledger.apply("@expiry:h1")
     assert ledger.outcome("@expiry:h1") == ("failed", "internal_error")
     assert ledger.balances("alice") == (10, 0, 10)
+
+
+def test_a_task_of_operations_that_fit_one_transaction_commits_once(ledger: Service) -> None:
+    ledger.funded("alice", 100)
+    ledger.open("bob")
+    for n in range(5):
+        ledger.accept(
+            "transfer", f"t{n}", source_account_id="alice", destination_account_id="bob", amount=1
+        )
+    commits, rollbacks = ledger.uow.commits, ledger.uow.rollbacks
+    ledger.apply(*(f"t{n}" for n in range(5)))
+    assert (ledger.uow.commits - commits, ledger.uow.rollbacks - rollbacks) == (1, 0)
+    assert ledger.uow.locked[-1] == ["alice", "bob"]
+
+
+def test_the_sweep_resends_at_most_its_limit_oldest_first(ledger: Service) -> None:
+    ledger.open("alice")
+    for n in range(3):
+        ledger.accept("credit", f"c{n}", account_id="alice", amount=1)
+        ledger.clock.advance(0.001)
+    ledger.clock.advance(limits.pending_resend_after_s + 1)
+    sent, _ = service.resend_stuck_operations(
+        ledger.uow, ledger.enqueue, older_than_s=limits.pending_resend_after_s, limit=2
+    )
+    assert sent == ["c0", "c1"]

@@ -237,3 +237,10 @@ def test_a_hold_expired_event_is_published_with_the_body_it_was_recorded_with(
     (event,) = ledger.publisher.published
     assert event.routing_key == "hold.expired"
     assert isinstance(event.body, dict) and event.body["remaining"] == 0
+
+
+def test_accepting_many_operations_takes_one_transaction(ledger: Service) -> None:
+    commits = ledger.uow.commits
+    service.accept_operations([credit(f"c{n}", "alice", 1) for n in range(50)], ledger.uow)
+    assert ledger.uow.commits - commits == 1
+    assert len(ledger.uow.committed.operations) == 50

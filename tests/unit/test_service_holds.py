@@ -3,13 +3,16 @@ work: every outcome and error code, the balances and entries they leave, and `ex
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from billing import service
-from billing.domain import Operation, OperationType, expiry_operation_id
+from billing.domain import HoldStatus, Operation, OperationType, expiry_operation_id
+from billing.ports import LockBusy
 from billing.service import Acceptance
+from tests.unit.fakes import Store
 from tests.unit.service_driver import Service
 
 
@@ -367,3 +370,31 @@ def test_an_expired_two_phase_hold_leaves_the_destination_alone(ledger: Service)
     expire(ledger, "h1")
     assert ledger.balances("alice") == (1000, 0, 1000)
     assert ledger.balances("bob") == (0, 0, 0)
+
+
+def test_expire_hold_leaves_a_hold_a_capture_ended_while_it_waited_for_the_locks(
+    ledger: Service,
+) -> None:
+    ledger.funded("alice", 1000)
+    hold(ledger, "h1", "alice", 300, expires_in=10)
+    ledger.clock.advance(10)
+
+    def captured_meanwhile(store: Store) -> None:
+        store.holds["h1"] = replace(store.holds["h1"], status=HoldStatus.captured, remaining=0)
+
+    ledger.uow.before_next_lock = captured_meanwhile
+    assert expire(ledger, "h1") is None
+    assert expiry_operation_id("h1") not in ledger.uow.committed.operations
+    assert ledger.uow.committed.holds["h1"].status is HoldStatus.captured
+
+
+def test_expire_hold_on_a_busy_account_raises_for_a_retry_and_changes_nothing(
+    ledger: Service,
+) -> None:
+    ledger.funded("alice", 1000)
+    hold(ledger, "h1", "alice", 300, expires_in=10)
+    ledger.clock.advance(10)
+    ledger.uow.busy_accounts.add("alice")
+    with pytest.raises(LockBusy):
+        expire(ledger, "h1")
+    assert ledger.hold("h1") == ("active", 0, 300)
