@@ -38,7 +38,9 @@ def mark_resent(ledger: Service, *operation_ids: str) -> None:
 # --- a batch's order ----------------------------------------------------------------
 
 
-def test_the_last_operation_of_a_batch_applies_the_ones_before_it_first(ledger: Service) -> None:
+def test_given_the_last_operation_of_a_batch_the_service_applies_the_earlier_ones_first(
+    ledger: Service,
+) -> None:
     ids = chain(ledger, "a", 6)
     applied = ledger.apply(ids[-1])
     assert [a.operation_id for a in applied] == [ids[-1], *ids[:-1]]
@@ -48,7 +50,7 @@ def test_the_last_operation_of_a_batch_applies_the_ones_before_it_first(ledger: 
     ledger.check()
 
 
-def test_a_batch_given_one_operation_at_a_time_in_reverse_is_applied_in_its_order(
+def test_a_batch_applied_from_its_last_operation_backwards_keeps_its_order(
     ledger: Service,
 ) -> None:
     ids = chain(ledger, "r", 8)
@@ -59,7 +61,7 @@ def test_a_batch_given_one_operation_at_a_time_in_reverse_is_applied_in_its_orde
     assert ledger.ledger_order()[-8:] == ids
 
 
-def test_a_batch_longer_than_a_transaction_is_applied_in_order_over_several(
+def test_a_batch_longer_than_a_transaction_takes_several_commits_in_its_order(
     ledger: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(limits, "operations_per_transaction_max", 3)
@@ -184,7 +186,7 @@ def test_the_applied_outcome_names_the_events_to_publish_and_the_record(ledger: 
 # --- one bad operation ------------------------------------------------------------------
 
 
-def test_an_operation_the_database_refuses_ends_failed_and_the_others_of_its_task_apply(
+def test_an_operation_whose_write_is_refused_ends_internal_error_and_the_rest_apply(
     ledger: Service,
 ) -> None:
     ledger.open("alice")
@@ -260,7 +262,7 @@ def test_alone_a_batch_operation_stays_pending_behind_an_earlier_bad_one(
     assert [ledger.outcome(i) for i in ids] == [("pending", None)] * 2
 
 
-def test_an_operation_whose_failure_cannot_be_stored_either_fails_the_task_after_the_others(
+def test_an_operation_whose_failure_is_refused_too_raises_after_the_others_applied(
     ledger: Service,
 ) -> None:
     ledger.open("alice")
@@ -290,7 +292,7 @@ def test_an_operation_recorded_against_the_rules_ends_failed_without_locking_any
     assert ledger.balances("alice") == (3, 0, 3)
 
 
-def test_a_busy_account_lock_is_an_outage_to_retry_never_a_reason_to_give_up(
+def test_a_busy_lock_raises_lock_busy_every_time_and_never_ends_the_operation(
     ledger: Service,
 ) -> None:
     ledger.open("alice")
@@ -369,7 +371,7 @@ def sweep(ledger: Service) -> tuple[list[str], list[service.Applied]]:
     )
 
 
-def test_the_sweep_resends_together_the_first_time_then_each_alone_then_gives_up(
+def test_the_sweep_sends_a_group_first_then_each_alone_and_ends_one_resent_too_often(
     ledger: Service,
 ) -> None:
     ledger.open("alice")
@@ -396,7 +398,7 @@ def test_the_sweep_leaves_operations_sent_recently(ledger: Service) -> None:
     assert ledger.enqueued == []
 
 
-def test_a_resend_the_broker_did_not_take_is_not_counted(ledger: Service) -> None:
+def test_the_sweep_counts_no_resend_while_the_broker_refuses_it(ledger: Service) -> None:
     ledger.open("alice")
     ledger.accept("credit", "c1", account_id="alice", amount=1)
     ledger.clock.advance(limits.pending_resend_after_s + 1)
