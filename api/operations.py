@@ -28,7 +28,8 @@ from billing.adapters.schemas import (
 )
 from billing.domain import Operation, OperationType, Status
 from billing.ports import OperationRecord
-from billing.service import Acceptance, accept_and_enqueue, render_operation
+from billing.representation import render_operation
+from billing.service import Acceptance, accept_and_enqueue
 
 blp = Blueprint("operations", __name__, url_prefix="/v1", description="Operations")
 

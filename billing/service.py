@@ -432,34 +432,13 @@ def _timestamp(moment: datetime | None) -> str | None:
     return moment.isoformat(timespec="microseconds") if moment else None
 
 
-def render_operation(record: OperationRecord) -> dict[str, Any]:
-    """The contract's representation of an operation, for the API and for events."""
-    operation = record.operation
-    body: dict[str, Any] = {
-        "operation_id": operation.operation_id,
-        "type": operation.type.value,
-        "status": operation.status.value,
-        "request": operation.request,
-        "error": (
-            {"code": record.error_code, "message": record.error_message}
-            if record.error_code
-            else None
-        ),
-    }
-    if record.balances is not None:
-        body["balances"] = record.balances
-    body["accepted_at"] = _timestamp(record.accepted_at)
-    body["completed_at"] = _timestamp(record.completed_at)
-    return body
-
-
 def outcome_event(record: OperationRecord) -> Event:
     """An applied operation's event, recorded without a body: the operation's row holds it.
 
     Rendering and encoding 500 bodies, and sending them to the database,
     took a fifth of the time a ledger transaction held its account locks;
     the body is rendered from the row when the event is read to be
-    published instead: the fields and values of `render_operation`.
+    published instead: the fields of `representation.OPERATION_FIELDS`.
     """
     operation = record.operation
     return Event(

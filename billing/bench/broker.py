@@ -19,7 +19,7 @@ import amqp
 import amqp.exceptions
 from kombu import Connection, Producer, Queue
 
-from billing.adapters.amqp_reads import blocking_reader
+from billing.adapters.amqp_internals import blocking_reader
 from billing.adapters.events import Topology
 from billing.adapters.failover import connect_to_a_node
 from billing.bench.workload import EVENT_SOURCES

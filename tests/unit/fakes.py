@@ -32,7 +32,7 @@ from billing.domain import (
     external_account_id,
 )
 from billing.ports import Event, InvalidData, LockBusy, OperationRecord, TransientError
-from billing.service import render_operation
+from billing.representation import EVENT_SCHEMA_VERSION, render_operation
 
 
 class FakeClock:
@@ -379,7 +379,9 @@ class FakeOutbox(_Port):
         if event.body is not None:
             return event
         record = self._uow.store.operations[event.message_id]
-        return replace(event, body={**render_operation(record), "schema_version": 1})
+        return replace(
+            event, body={**render_operation(record), "schema_version": EVENT_SCHEMA_VERSION}
+        )
 
 
 class FakeSweep(_Port):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from billing import limits, service
+from billing import limits, representation, service
 from billing.domain import NewAccount, Operation, OperationType
 from billing.ports import TransientError
 from billing.service import Acceptance
@@ -155,7 +155,7 @@ def test_publish_events_sends_each_named_event_with_its_rendered_body_and_marks_
     (event,) = ledger.publisher.published
     assert event.routing_key == "operation.credit.succeeded"
     assert event.body == {
-        **service.render_operation(ledger.record("c1")),
+        **representation.render_operation(ledger.record("c1")),
         "schema_version": 1,
     }
     assert ledger.unpublished() == []
