@@ -11,15 +11,14 @@ unpublished in the outbox, and the broker's memory.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import time
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import click
+import requests
 from kombu import Connection
 from sqlalchemy import create_engine, text
 
@@ -122,8 +121,7 @@ def responses_depth(settings: Settings) -> int | str:
 def waiting_events(url: str) -> dict[str, Any]:
     """The `events` part of the API's `/readyz`: the outbox backlog and its oldest event's age."""
     try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=state_read_timeout_s) as answer:
-            events = json.loads(answer.read()).get("events")
+        events = requests.get(f"{url}/readyz", timeout=state_read_timeout_s).json().get("events")
     except Exception:
         return {}
     return events if isinstance(events, dict) else {}
