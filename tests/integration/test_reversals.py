@@ -12,9 +12,10 @@ from sqlalchemy import text
 from billing import service
 from billing.adapters import audit, jsoncodec, views
 from billing.adapters.database import make_engine
-from billing.adapters.ledger_db import SqlUnitOfWork
+from billing.adapters.ledger_db import SqlLedger, SqlUnitOfWork
 from billing.domain import Operation, OperationType, Status
 from billing.ports import InvalidData
+from billing.representation import render_operation
 
 
 def accept(engine: Any, operation_id: str, kind: OperationType, **request: Any) -> None:
@@ -33,7 +34,7 @@ def run(engine: Any, operation_id: str, kind: OperationType, **request: Any) -> 
 def shown(engine: Any, operation_id: str) -> dict[str, Any]:
     record = views.get_operation(engine, operation_id)
     assert record is not None
-    return service.render_operation(record)
+    return render_operation(record)
 
 
 def balance(engine: Any, account_id: str) -> int:
@@ -129,7 +130,7 @@ def test_the_event_of_a_reversed_operation_stays_as_it_completed(workerless_engi
     run(engine, "r", OperationType.reversal, reverses="c", amount=5, metadata={"why": "refund"})
 
     with SqlUnitOfWork(engine) as uow:
-        events = {e.message_id: e for e in uow.unpublished_events(["c", "r"])}
+        events = {e.message_id: e for e in uow.outbox.unpublished_events(["c", "r"])}
     credit = json.loads(jsoncodec.text_of(events["c"].body))
     assert (credit["reversed"], credit["reversals"], credit["metadata"]) == (0, [], {"k": [1]})
     assert credit["request"] == {"account_id": "alice", "amount": 500}
@@ -145,9 +146,9 @@ def test_the_database_refuses_a_reversed_sum_beyond_the_operations_amount(
     engine = workerless_engine
     run(engine, "c", OperationType.credit, account_id="alice", amount=500)
     with SqlUnitOfWork(engine) as uow:
-        uow.record_reversals({"c": [("x", 400)]})
+        uow.operations.record_reversals({"c": [("x", 400)]})
         with pytest.raises(InvalidData, match="reversed beyond its amount"):
-            uow.record_reversals({"c": [("y", 101)]})
+            uow.operations.record_reversals({"c": [("y", 101)]})
 
 
 def test_the_audit_finds_a_reversed_sum_that_is_not_its_reversals(workerless_engine: Any) -> None:
@@ -182,17 +183,23 @@ def test_the_audit_finds_a_reversal_of_an_operation_that_is_not_reversible(
     )
 
 
-class MeanwhileUnitOfWork(SqlUnitOfWork):
-    """Applies other operations in their own transactions just before this one's first locks."""
+class MeanwhileLedger(SqlLedger):
+    """Applies other operations in their own transactions just before its first locks."""
 
-    def __init__(self, engine: Any, meanwhile: list[str]) -> None:
-        super().__init__(engine)
-        self._meanwhile = meanwhile
+    def __init__(self, uow: SqlUnitOfWork, engine: Any, meanwhile: list[str]) -> None:
+        super().__init__(uow)
+        self._engine, self._meanwhile = engine, meanwhile
 
     def lock_and_get_accounts(self, account_ids: list[str], *, ledger_seqs: int) -> Any:
         while self._meanwhile:
             service.apply_operation(self._meanwhile.pop(0), SqlUnitOfWork(self._engine))
         return super().lock_and_get_accounts(account_ids, ledger_seqs=ledger_seqs)
+
+
+class MeanwhileUnitOfWork(SqlUnitOfWork):
+    def __init__(self, engine: Any, meanwhile: list[str]) -> None:
+        super().__init__(engine)
+        self.ledger = MeanwhileLedger(self, engine, meanwhile)
 
 
 def left_to_its_own_tasks(engine: Any, operation_id: str) -> None:

@@ -10,7 +10,8 @@ import pytest
 from billing import gate, limits
 from billing.domain import Operation, OperationType, Status
 from billing.ports import OperationRecord
-from billing.service import render_operation, same_operation
+from billing.representation import render_operation
+from billing.service import same_operation
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 CREDIT = {"operation_id": "c-1", "account_id": "alice", "amount": 5}

@@ -6,8 +6,8 @@ import math
 from collections import Counter
 from typing import Any
 
-from billing.bench.runner import Record, pending_ids
-from billing.bench.workload import EVENT_QUEUES
+from bench.runner import Record, pending_ids
+from bench.workload import EVENT_QUEUES
 
 pending_sample_size = 5
 audit_rows_shown = 3
