@@ -20,7 +20,8 @@ from datetime import UTC, datetime, timedelta
 # beyond microseconds are cut, as PostgreSQL keeps no more.
 _MOMENT = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
-    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z",
+    re.ASCII,  # digits 0-9 only
 )
 MOMENT_MESSAGE = "Must be an RFC 3339 date-time with a time zone, e.g. 2026-11-24T18:00:00Z."
 
