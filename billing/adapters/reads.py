@@ -4,9 +4,9 @@ a moment. Each is a range of an index (migration 0008), read from its start or a
 Operations come newest first, by `accepted_at` then `operation_id` (unique),
 and a cursor is the last one's pair: a page is `(accepted_at, operation_id)
 < cursor` in that order. An account's operations are the union of what
-names it in the request (`account_id` or `source_account_id`, then
-`destination_account_id`, each an index in the page's order, so a page reads
-at most a page from each), the operations on its holds (`hold_id` of a
+names it in the request (`operation_accounts`, written beside every new
+operation, read in the page's order, so a page reads at most a page of it),
+the operations on its holds (`hold_id` of a
 capture, release or expiry: the account's holds, then their operations), and
 operations of any other type that made entries on it (a reversal names only
 the operation it reverses). The
@@ -27,9 +27,6 @@ from billing.adapters.ledger_db import record_from_row
 from billing.adapters.views import account_view
 from billing.ports import OperationRecord
 
-# As migration 0008 indexes it, character for character.
-_FIRST_ACCOUNT = "COALESCE(request->>'account_id', request->>'source_account_id')"
-_FIRST_ACCOUNT_TYPES = "type IN ('credit', 'debit', 'transfer', 'hold')"
 _OTHER_TYPES = "type NOT IN ('credit', 'debit', 'transfer', 'hold', 'capture', 'release', 'expiry')"
 _ORDER = "ORDER BY accepted_at DESC, operation_id DESC"
 
@@ -44,8 +41,12 @@ class OperationFilter:
     after: tuple[datetime, str] | None = None
 
 
-def _conditions(found: OperationFilter, table: str) -> tuple[list[str], dict[str, Any]]:
-    """The filter's conditions on an operations table named `table`, and their parameters."""
+def _conditions(
+    found: OperationFilter, table: str, keyed: str | None = None
+) -> tuple[list[str], dict[str, Any]]:
+    """The filter's conditions on an operations table named `table`, and their parameters;
+    those on the time and the cursor on `keyed` instead, a table that has them too."""
+    keyed = keyed or table
     where: list[str] = []
     params: dict[str, Any] = {}
     if found.type is not None:
@@ -55,13 +56,13 @@ def _conditions(found: OperationFilter, table: str) -> tuple[list[str], dict[str
         where.append(f"{table}.status = :status")
         params["status"] = found.status
     if found.since is not None:
-        where.append(f"{table}.accepted_at >= :since")
+        where.append(f"{keyed}.accepted_at >= :since")
         params["since"] = found.since
     if found.until is not None:
-        where.append(f"{table}.accepted_at < :until")
+        where.append(f"{keyed}.accepted_at < :until")
         params["until"] = found.until
     if found.after is not None:
-        where.append(f"({table}.accepted_at, {table}.operation_id) < (:after_at, :after_id)")
+        where.append(f"({keyed}.accepted_at, {keyed}.operation_id) < (:after_at, :after_id)")
         params["after_at"], params["after_id"] = found.after
     return where, params
 
@@ -73,12 +74,13 @@ def _operations_query(found: OperationFilter) -> tuple[str, dict[str, Any]]:
         return f"SELECT * FROM operations WHERE {condition} {_ORDER} LIMIT :n", params
     params["account_id"] = found.account_id
     on_hold, _ = _conditions(found, "o")
-    common = "".join(f" AND {c}" for c in where)
+    named, _ = _conditions(found, "o", keyed="a")
     branches = [
-        f"SELECT operation_id, accepted_at FROM operations WHERE {_FIRST_ACCOUNT_TYPES} "
-        f"AND {_FIRST_ACCOUNT} = :account_id{common} {_ORDER} LIMIT :n",
-        "SELECT operation_id, accepted_at FROM operations "
-        f"WHERE request->>'destination_account_id' = :account_id{common} {_ORDER} LIMIT :n",
+        # What names the account in its request (migration 0008's operation_accounts).
+        "SELECT a.operation_id, a.accepted_at FROM operation_accounts a "
+        "JOIN operations o ON o.operation_id = a.operation_id WHERE a.account_id = :account_id"
+        + "".join(f" AND {c}" for c in named)
+        + " ORDER BY a.accepted_at DESC, a.operation_id DESC LIMIT :n",
         # A capture, release or expiry names only its hold: the account's holds, then the
         # operations on each (OFFSET 0 keeps the subquery a loop over the holds: as a
         # join, PostgreSQL walked every operation newest first and looked its hold up,
