@@ -19,6 +19,7 @@ COPY billing/ billing/
 COPY api/ api/
 COPY tasks/ tasks/
 COPY billing_client/ billing_client/
+COPY bench/ bench/
 COPY migrations/ migrations/
 # A regular (not editable) install: the migrations package and the celeryconfig module
 # are installed into site-packages, so every `billing` command works without /src.

@@ -24,7 +24,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy billing api tasks billing_client celeryconfig.py
+	$(BIN)/mypy billing api tasks billing_client bench celeryconfig.py
 	$(BIN)/lint-imports
 
 # Pin every dependency again after a change to pyproject.toml (or to take newer releases):

@@ -31,10 +31,10 @@ broker_connection_max_retries = None
 # and the recovery sweep sends again what the broker did not take; see
 # `billing.bootstrap.Services.task_queue`.)
 broker_transport_options = {"confirm_publish": True}
-broker_heartbeat = 30
+broker_heartbeat = limits.broker_heartbeat_s
 # Fail a connection attempt fast: the API answers 503 within a few seconds
 # while the broker is down instead of hanging its clients.
-broker_connection_timeout = 2
+broker_connection_timeout = limits.broker_connect_timeout_s
 
 # JSON only: a pickle (or any other content type) on the queue is refused,
 # never deserialized.
@@ -64,12 +64,12 @@ task_time_limit = limits.task_time_limit_s
 task_soft_time_limit = limits.task_soft_time_limit_s
 # A few messages in flight per process keeps the pool busy without hoarding
 # work that another process could do (quorum queues use per-consumer QoS).
-worker_prefetch_multiplier = 4
+worker_prefetch_multiplier = limits.worker_prefetch_per_process
 
 # Durable quorum queues: replicated, survive a broker restart, and count
 # deliveries, so a poison message that keeps crashing workers is dead-lettered
 # after `delivery_limit` attempts instead of being redelivered forever.
-delivery_limit = 20
+delivery_limit = limits.queue_delivery_limit
 tasks_exchange = Exchange(_name("billing.tasks"), type="topic", durable=True)
 tasks_dead_exchange = Exchange(_name("billing.tasks.dead"), type="fanout", durable=True)
 tasks_routing_key = _name("billing.tasks")
@@ -87,18 +87,9 @@ tasks_queue = Queue(
     durable=True,
     queue_arguments=_task_queue_arguments,
 )
-# The result task (publish outcomes) and the periodic jobs have a queue of
-# their own, so an outcome is published, and a hold expires, as soon as a
-# worker process is free instead of waiting behind every ledger task queued.
-results_routing_key = _name("billing.results")
-results_queue = Queue(
-    _name("billing.results"),
-    exchange=tasks_exchange,
-    routing_key=results_routing_key,
-    durable=True,
-    queue_arguments=_task_queue_arguments,
-)
-# The periodic jobs have a queue without dead-lettering: a run that waited
+# The periodic jobs have a queue of their own, so a hold expires as soon as a
+# worker process is free instead of waiting behind every ledger task queued;
+# and without dead-lettering: a run that waited
 # past its `expires` (workers busy) is dropped by the broker, as meant,
 # instead of landing among the poison messages in `billing.tasks.dead`; the
 # next run comes within its interval anyway. A handful at most wait.
@@ -111,7 +102,7 @@ periodic_queue = Queue(
     queue_arguments={
         "x-queue-type": "quorum",
         "x-delivery-limit": delivery_limit,
-        "x-max-length": 100,
+        "x-max-length": limits.periodic_queue_length_max,
         "x-overflow": "drop-head",
     },
 )
@@ -122,10 +113,9 @@ tasks_dead_queue = Queue(
     durable=True,
     queue_arguments={"x-queue-type": "quorum"},
 )
-task_queues = [tasks_queue, results_queue, periodic_queue]
+task_queues = [tasks_queue, periodic_queue]
 _periodic = {"queue": periodic_queue.name, "routing_key": periodic_routing_key}
 task_routes = {
-    "billing.publish_events": {"queue": results_queue.name, "routing_key": results_routing_key},
     "billing.expire_holds": _periodic,
     "billing.relay_outbox": _periodic,
     "billing.resend_pending": _periodic,
@@ -167,16 +157,22 @@ beat_schedule = {
     "expire-holds": {
         "task": "billing.expire_holds",
         "schedule": float(limits.hold_expiry_interval_s),
-        "options": {"expires": limits.hold_expiry_interval_s * 3},
+        "options": {
+            "expires": limits.hold_expiry_interval_s * limits.periodic_run_expires_intervals
+        },
     },
     "republish-outbox": {
         "task": "billing.relay_outbox",
         "schedule": float(limits.outbox_relay_interval_s),
-        "options": {"expires": limits.outbox_relay_interval_s * 3},
+        "options": {
+            "expires": limits.outbox_relay_interval_s * limits.periodic_run_expires_intervals
+        },
     },
     "resend-stuck-operations": {
         "task": "billing.resend_pending",
         "schedule": float(limits.pending_sweep_interval_s),
-        "options": {"expires": limits.pending_sweep_interval_s * 3},
+        "options": {
+            "expires": limits.pending_sweep_interval_s * limits.periodic_run_expires_intervals
+        },
     },
 }

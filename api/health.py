@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from marshmallow import Schema, fields
-from sqlalchemy import text
 
 from api.bodies import Blueprint
 from api.context import services
+from billing.adapters.database import database_reachable
 
 blp = Blueprint("health", __name__, description="Liveness and readiness (no token needed)")
 
@@ -50,12 +50,7 @@ def readyz() -> tuple[dict[str, Any], int]:
 
 
 def _database_ok() -> bool:
-    try:
-        with services().engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-        return True
-    except Exception:
-        return False
+    return database_reachable(services().engine)
 
 
 def _broker_ok() -> bool:

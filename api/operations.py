@@ -28,7 +28,8 @@ from billing.adapters.schemas import (
 )
 from billing.domain import Operation, OperationType, Status
 from billing.ports import OperationRecord
-from billing.service import Acceptance, accept_and_enqueue, render_operation
+from billing.representation import render_operation
+from billing.service import Acceptance, accept_and_enqueue
 
 blp = Blueprint("operations", __name__, url_prefix="/v1", description="Operations")
 
@@ -100,8 +101,8 @@ def submit_batch(body: dict[str, Any]) -> Response:
     """
     parsed = [parse_operation(item) for item in body["operations"]]
     operations = [
-        Operation(fields.pop("operation_id"), OperationType(kind), fields)
-        for kind, fields in (p for p in parsed if isinstance(p, tuple))
+        Operation(fields.pop("operation_id"), OperationType(operation_type), fields)
+        for operation_type, fields in (p for p in parsed if isinstance(p, tuple))
     ]
     accepted = accept_and_enqueue(
         operations, services().uow(), services().task_queue.enqueue_operations, as_batch=True
@@ -124,8 +125,8 @@ def submit_batch(body: dict[str, Any]) -> Response:
         outcome, record = next(results)
         counts[record.operation.type.value, outcome.value] += 1
         items.append(_batch_item(outcome, record))
-    for (kind, outcome_name), count in counts.items():
-        metrics.operations_accepted.labels(kind, outcome_name).inc(count)
+    for (operation_type, outcome_name), count in counts.items():
+        metrics.operations_accepted.labels(operation_type, outcome_name).inc(count)
     return json_response({"items": items}, 202)
 
 

@@ -19,7 +19,7 @@ from billing.adapters.read_schemas import (
     OperationPageSchema,
     OperationQuerySchema,
 )
-from billing.service import render_operation
+from billing.representation import render_operation
 
 blp = Blueprint("reads", __name__, url_prefix="/v1", description="Reading the ledger")
 

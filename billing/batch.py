@@ -10,11 +10,11 @@ handful of statements, whatever the size of the batch.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NamedTuple
 
 from billing.domain import (
     AccountState,
     Decision,
+    Entry,
     Failure,
     HoldState,
     Operation,
@@ -25,18 +25,6 @@ from billing.domain import (
 )
 from billing.ports import OperationRecord
 from billing.rules import decide
-
-
-class Entry(NamedTuple):
-    """One ledger entry; a named tuple, as a batch builds a thousand of them under the locks."""
-
-    operation_id: str
-    account_id: str
-    type: str
-    bucket: str
-    amount: int
-    posted_after: int | None
-    held_after: int | None
 
 
 class BatchApplier:

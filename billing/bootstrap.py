@@ -11,7 +11,7 @@ from functools import cached_property
 from sqlalchemy import Engine
 
 from billing import limits
-from billing.adapters.celery_client import ENQUEUE_WAIT_MAX_S, TaskQueue, make_celery_app
+from billing.adapters.celery_client import TaskQueue, make_celery_app
 from billing.adapters.database import make_engine
 from billing.adapters.ledger_db import SqlUnitOfWork
 from billing.config import Settings
@@ -22,7 +22,9 @@ from billing.service import Acceptance, accept_and_enqueue
 
 
 class Services:
-    def __init__(self, settings: Settings, *, pool_size: int = 5) -> None:
+    def __init__(
+        self, settings: Settings, *, pool_size: int = limits.database_pool_size_api
+    ) -> None:
         self.settings = settings
         self._pool_size = pool_size
 
@@ -52,7 +54,7 @@ class Services:
                 operations, self.uow(), self.task_queue.enqueue_operations
             ),
             limits.enqueue_group_size_max,
-            ENQUEUE_WAIT_MAX_S,
+            limits.enqueue_wait_max_s,
         )
 
     def uow(self) -> SqlUnitOfWork:

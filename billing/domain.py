@@ -1,8 +1,9 @@
 """The rules of money: operations, balances and the postings an operation makes.
 
-Plain Python only. `decide` is a pure function from an operation and the state
-of the accounts it touches to either a failure code or the postings to make,
-so every rule can be tested without a database.
+Plain Python only: the values every rule works on, and the checks and
+postings they share. The rules themselves (`billing.rules.decide`, with
+`billing.holds`) are pure functions of these values, so every rule can be
+tested without a database.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from billing import limits
 
@@ -130,6 +131,18 @@ class Posting:
     account_id: str
     amount: int
     bucket: Bucket = Bucket.posted
+
+
+class Entry(NamedTuple):
+    """One ledger entry; a named tuple, as a batch builds a thousand of them under the locks."""
+
+    operation_id: str
+    account_id: str
+    type: str
+    bucket: str
+    amount: int
+    posted_after: int | None
+    held_after: int | None
 
 
 @dataclass(frozen=True)

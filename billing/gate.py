@@ -25,7 +25,9 @@ from typing import NamedTuple
 from billing import limits
 from billing.domain import ErrorCode, Failure, Operation
 
-IDENTIFIER_MESSAGE = "Must be 1 to 64 characters of letters, digits and . _ : -"
+IDENTIFIER_MESSAGE = (
+    f"Must be 1 to {limits.identifier_length_max} characters of letters, digits and . _ : -"
+)
 INTEGER_MESSAGE = "Must be a JSON integer."
 BOOLEAN_MESSAGE = "Must be a JSON boolean."
 MISSING_MESSAGE = "Missing data for required field."
@@ -104,14 +106,14 @@ REQUESTS: dict[str, dict[str, Rule]] = {
 
 
 def check_request(
-    kind: object, fields: object, *, given_apart: Collection[str] = ()
+    operation_type: object, fields: object, *, given_apart: Collection[str] = ()
 ) -> dict[str, list[str]]:
     """What is wrong with a request of this type, by field; empty when it keeps the rules.
 
     `fields` holds the request with its `operation_id`; the fields named in
     `given_apart` (a capture's `hold_id` in the URL) must not be among them.
     """
-    rules = REQUESTS.get(kind) if isinstance(kind, str) else None
+    rules = REQUESTS.get(operation_type) if isinstance(operation_type, str) else None
     if rules is None:
         return {"type": [f"Must be one of: {', '.join(REQUESTS)}."]}
     if not isinstance(fields, dict):

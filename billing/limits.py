@@ -11,7 +11,7 @@ amount_max = 10**15
 balance_max = 10**18
 overdraft_limit_max = 10**15
 identifier_length_max = 64
-identifier_pattern = r"^[A-Za-z0-9._:-]{1,64}\Z"
+identifier_pattern = rf"^[A-Za-z0-9._:-]{{1,{identifier_length_max}}}\Z"
 
 # Account metadata (and, in the contract, an operation's) is at most this
 # much as compact JSON in UTF-8 (no spaces: how the client spaced it does not
@@ -43,12 +43,35 @@ hold_expires_in_max_s = 2_592_000
 # the lock up and the task is retried through Celery instead.
 lock_wait_ms = 2_000
 statement_timeout_ms = 10_000
+# A session left idle inside a transaction (a process stopped mid-transaction)
+# is ended by PostgreSQL after this, so its row locks never hold others for long.
+idle_in_transaction_timeout_ms = 60_000
+# Connecting to PostgreSQL gives up after this (a database that is down
+# answers 503 quickly instead of hanging the request), and a request waits
+# this long at most for a pooled connection before it counts as unavailable.
+database_connect_timeout_s = 3
+database_pool_wait_s = 5
+# Pooled connections of one process (and as many more on overflow): an API
+# process serves many greenlets; a worker's pool child runs one task at a time.
+database_pool_size_api = 5
+database_pool_size_worker = 2
 lock_retry_backoff_min_s = 1
 lock_retry_backoff_max_s = 30
 lock_retries_max = 50
 # How often a capture or release chooses its locks again when its hold was
 # created between the choice and the locking.
 lock_set_attempts_max = 3
+
+# The API's gunicorn: a worker process silent for this long is killed and
+# replaced (a gevent loop blocked that long serves nobody); on a stop or
+# restart, requests in flight get the graceful time to finish. Idle keep-alive
+# connections stay open 75 s, not gunicorn's 2: a client (or load balancer)
+# that reuses a pooled connection the server has just closed gets its request
+# reset; longer than the usual 60 s idle timeout of load balancers, so they
+# close first.
+api_worker_timeout_s = 60
+api_graceful_timeout_s = 10
+api_keep_alive_s = 75
 
 # A task must finish well inside RabbitMQ's consumer timeout (30 minutes by
 # default), so a hung task is killed long before the broker gives up on it.
@@ -109,9 +132,46 @@ take_along_window_s = 5
 enqueue_group_size_max = 500
 
 # How long a burst of events waits for the broker's confirms, and a new
-# publisher connection for the broker to answer, before they count as failed.
+# connection (a publisher's, Celery's, /readyz's probe) for the broker to
+# answer, before they count as failed: the API answers 503 within a few
+# seconds while the broker is down instead of hanging its clients.
 event_confirm_timeout_s = 10
 broker_connect_timeout_s = 2
+# Celery's heartbeat on its broker connections: a dead peer is noticed within
+# about two of these, not at the next TCP timeout.
+broker_heartbeat_s = 30
+# Parking an intake message waits this long at most for a producer of the
+# worker's pool (all busy publishing) before the message is given back.
+producer_pool_wait_s = 10
+
+# A quorum queue counts deliveries: a message (a task or an intake request)
+# that keeps crashing the workers or the intake is dead-lettered after this
+# many instead of being redelivered forever.
+queue_delivery_limit = 20
+# Intake messages the consumer of each worker's main process holds
+# unacknowledged: each waits for its submit_request task to be confirmed, so
+# enough are in flight to keep the intake busy meanwhile.
+intake_prefetch_count = 64
+# Task messages a worker pool process holds ahead (Celery's prefetch
+# multiplier): keeps the pool busy without hoarding work another process
+# could do (quorum queues use per-consumer QoS).
+worker_prefetch_per_process = 4
+# The periodic jobs' queue keeps at most this many runs (older ones dropped):
+# a run that waited behind busy workers is of no use once the next one comes;
+# one not started within this many of its intervals expires.
+periodic_queue_length_max = 100
+periodic_run_expires_intervals = 3
+
+# The API sends a ledger task again after a dropped connection, at most this
+# many times, pausing from the first interval up by the step to the maximum;
+# past it the request gets a TransientError (a 503) within a few seconds.
+enqueue_retries_max = 2
+enqueue_retry_interval_first_s = 0.1
+enqueue_retry_interval_step_s = 0.5
+enqueue_retry_interval_max_s = 1.0
+# A request waits this long at most for the group its operation joined to be
+# recorded and enqueued (behind a call that hangs) before it counts as failed.
+enqueue_wait_max_s = 10.0
 
 # `billing dead-letters` holds every message it has looked at unacknowledged
 # until the run ends (so it never sees one twice and loses none if it dies),
@@ -122,6 +182,11 @@ dead_letter_body_preview_chars = 200
 dead_letter_confirm_timeout_s = 30
 dead_letter_progress_every = 100
 dead_letter_give_back_wait_max_s = 5
+dead_letter_connect_timeout_s = 5
+
+# `billing audit` lists at most this many offending rows of each invariant:
+# enough to find the cause, not a dump of a broken table.
+audit_rows_per_violation_max = 20
 
 # Every JSON text that comes from outside (an HTTP body, a batch, an intake
 # message, a dead letter) is refused when nested deeper than this, before it

@@ -9,12 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from billing.domain import AccountState, HoldState, NewAccount, Operation
-
-if TYPE_CHECKING:
-    from billing.batch import Entry
+from billing.domain import AccountState, Entry, HoldState, NewAccount, Operation
 
 
 class TransientError(Exception):
@@ -80,10 +77,6 @@ class UnitOfWork(Protocol):
 
     def commit(self) -> None: ...
 
-    def get_operation(
-        self, operation_id: str, *, for_update: bool = False
-    ) -> OperationRecord | None: ...
-
     def lock_and_get_accounts(
         self, account_ids: list[str], *, ledger_seqs: int
     ) -> tuple[dict[str, AccountState], list[int]]:
@@ -91,8 +84,6 @@ class UnitOfWork(Protocol):
         read the accounts as the transactions waited for left them, and take `ledger_seqs`
         ledger sequence numbers (ascending): the order in which the ledger applied its
         operations, so they are taken only once the locks are held."""
-
-    def get_operations(self, operation_ids: list[str]) -> dict[str, OperationRecord]: ...
 
     def lock_operations(
         self, operation_ids: list[str], *, with_earlier: bool, limit: int
@@ -147,8 +138,8 @@ class UnitOfWork(Protocol):
     def mark_events_published(self, events: list[Event]) -> None:
         """Take events read back from the outbox off the list of those to publish."""
 
-    def pending_operations(self, *, older_than_s: float, limit: int) -> list[tuple[str, int]]:
-        """Pending operations not (re)sent for a while, marked as sent again now (locked):
+    def mark_pending_resent(self, *, older_than_s: float, limit: int) -> list[tuple[str, int]]:
+        """Mark pending operations not (re)sent for a while as sent again now (locked):
         each id with how many times it has been sent again, this time included."""
 
     def get_hold(self, hold_id: str, *, for_update: bool = False) -> HoldState | None: ...

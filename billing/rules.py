@@ -60,16 +60,16 @@ def _decide(
     now: datetime,
 ) -> Decision:
     request = operation.request
-    kind = operation.type
-    if kind is OperationType.transfer:
+    operation_type = operation.type
+    if operation_type is OperationType.transfer:
         return _transfer(accounts, request)
-    if kind is OperationType.hold:
+    if operation_type is OperationType.hold:
         return holds.create(operation, accounts, now)
-    if kind is OperationType.capture:
+    if operation_type is OperationType.capture:
         return holds.capture(request, accounts, hold, now)
-    if kind is OperationType.release:
+    if operation_type is OperationType.release:
         return holds.release(hold, now, request["hold_id"])
-    if kind is OperationType.expiry:
+    if operation_type is OperationType.expiry:
         expired = holds.expire(hold, now) if hold else None
         return expired or Failure(ErrorCode.hold_not_active, "the hold is not due to expire")
     account = accounts.get(request["account_id"])
@@ -77,13 +77,13 @@ def _decide(
         return not_found(request["account_id"])
     amount = int(request["amount"])
     external = external_account_id(account.currency)
-    if kind is OperationType.credit:
+    if operation_type is OperationType.credit:
         return Success([Posting(account.account_id, amount), Posting(external, -amount)])
-    if kind is OperationType.debit:
+    if operation_type is OperationType.debit:
         return check_funds(account, amount) or Success(
             [Posting(account.account_id, -amount), Posting(external, amount)]
         )
-    raise ValueError(f"decide() does not handle {kind}")
+    raise ValueError(f"decide() does not handle {operation_type}")
 
 
 def _transfer(accounts: dict[str, AccountState], request: dict[str, object]) -> Decision:

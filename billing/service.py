@@ -428,34 +428,13 @@ def _timestamp(moment: datetime | None) -> str | None:
     return moment.isoformat(timespec="microseconds") if moment else None
 
 
-def render_operation(record: OperationRecord) -> dict[str, Any]:
-    """The contract's representation of an operation, for the API and for events."""
-    operation = record.operation
-    body: dict[str, Any] = {
-        "operation_id": operation.operation_id,
-        "type": operation.type.value,
-        "status": operation.status.value,
-        "request": operation.request,
-        "error": (
-            {"code": record.error_code, "message": record.error_message}
-            if record.error_code
-            else None
-        ),
-    }
-    if record.balances is not None:
-        body["balances"] = record.balances
-    body["accepted_at"] = _timestamp(record.accepted_at)
-    body["completed_at"] = _timestamp(record.completed_at)
-    return body
-
-
 def outcome_event(record: OperationRecord) -> Event:
     """An applied operation's event, recorded without a body: the operation's row holds it.
 
     Rendering and encoding 500 bodies, and sending them to the database,
     took a fifth of the time a ledger transaction held its account locks;
     the body is rendered from the row when the event is read to be
-    published instead: the fields and values of `render_operation`.
+    published instead: the fields of `representation.OPERATION_FIELDS`.
     """
     operation = record.operation
     return Event(
@@ -632,7 +611,7 @@ def resend_stuck_operations(
     again and what ending the others did.
     """
     with uow:
-        stuck = uow.pending_operations(older_than_s=older_than_s, limit=limit)
+        stuck = uow.mark_pending_resent(older_than_s=older_than_s, limit=limit)
         first = [i for i, resends in stuck if resends == 1]
         again = [i for i, resends in stuck if 1 < resends <= limits.pending_resends_max]
         for start in range(0, len(first), limits.enqueue_group_size_max):

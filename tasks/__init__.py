@@ -1,4 +1,4 @@
-"""Celery: the app, the ledger task, the result task and the periodic jobs.
+"""Celery: the app, the ledger tasks, the AMQP intake and the periodic jobs.
 
 `celery -A tasks worker` finds the app as `tasks.app`.
 """

@@ -1,4 +1,4 @@
-"""The Celery application of the workers and beat, and its process lifecycle hooks."""
+"""The Celery application of the workers and beat, its process lifecycle hooks, its publisher."""
 
 from __future__ import annotations
 
@@ -20,20 +20,33 @@ from celery.signals import (
 from billing import logs
 from billing.adapters import metrics
 from billing.adapters.celery_client import make_celery_app
-from billing.adapters.events import Topology
+from billing.adapters.events import EventPublisher, Topology
 from tasks import context
 
 log = logging.getLogger(__name__)
 
 app = make_celery_app("billing")
-app.conf.include = ["tasks.ledger", "tasks.results", "tasks.periodic", "tasks.intake"]
+app.conf.include = ["tasks.ledger", "tasks.periodic", "tasks.intake"]
+
+_publisher: EventPublisher | None = None
+
+
+def event_publisher() -> EventPublisher:
+    """The process's publisher of events (its own broker connection, made on first use)."""
+    global _publisher
+    if _publisher is None:
+        settings = context.services().settings
+        _publisher = EventPublisher(settings.broker_url, app.producer_pool, Topology(settings))
+    return _publisher
 
 
 @worker_process_init.connect
 def _after_fork(**_: Any) -> None:
-    # A forked pool child must never reuse the parent's database connections:
-    # two processes on one socket interleave their protocol and corrupt both.
+    global _publisher
+    # A forked pool child must never reuse the parent's database or broker
+    # connections: two processes on one socket interleave their protocol and corrupt both.
     context.reset()
+    _publisher = None
     # What a started worker holds (Celery, kombu, SQLAlchemy, the app) lives as
     # long as the process. Frozen, it is no longer walked by every full
     # collection, which a ledger batch of 500 operations set off about once.

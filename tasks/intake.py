@@ -18,26 +18,27 @@ import logging
 from typing import Any
 
 from celery import Task, bootsteps
-from kombu import Consumer, Message
-from kombu.exceptions import OperationalError as BrokerOperationalError
-from kombu.transport.pyamqp import Message as AmqpMessage
 
 from billing import gate, limits, service, untrusted_json
 from billing.adapters import metrics
 from billing.adapters.celery_client import SUBMIT_REQUEST_TASK
 from billing.adapters.events import Topology
+from billing.adapters.intake_consumer import (
+    BrokerOperationalError,
+    Message,
+    intake_consumer,
+    is_kombu_message,
+)
 from billing.adapters.schemas import parse_operation
 from billing.domain import Operation, OperationType
 from billing.ports import Event, TransientError
 from billing.service import Acceptance
-from tasks.celery_app import app
+from tasks.celery_app import app, event_publisher
 from tasks.consumer import x_death_problem
-from tasks.context import event_publisher, services
+from tasks.context import services
 from tasks.ledger import apply_and_publish, retry_countdown_s
 
 log = logging.getLogger(__name__)
-
-INTAKE_PREFETCH = 64
 
 
 def parse_request(body: bytes | str) -> tuple[str, dict[str, Any]] | dict[str, Any]:
@@ -80,31 +81,6 @@ def rejection_event(error: dict[str, Any], body: bytes | str) -> Event:
     return Event(message_id=f"rejected:{digest}", routing_key="request.rejected", body=rendered)
 
 
-class IntakeMessage(AmqpMessage):  # type: ignore[misc]
-    """kombu's message, except that a compressed body is left compressed, to be refused.
-
-    kombu decompresses a body whose `compression` header names a codec it
-    knows, at once and without a limit, before any code of ours sees it: a
-    1 MB zlib message could take a gigabyte of the worker's memory. The
-    intake takes plain JSON only, so the header is taken off (and kept as
-    `compression`) and the message is refused like any other that is not JSON.
-
-    Set as the `Message` class of the intake's own channel, which kombu's
-    pyamqp transport builds each delivered message with (kombu 5.5 to 5.7);
-    tests/e2e/test_intake.py sends a compressed message and fails if kombu
-    inflates it again.
-    """
-
-    def __init__(self, msg: Any, channel: Any = None, **kwargs: Any) -> None:
-        headers = msg.properties.get("application_headers") or {}
-        self.compression = headers.get("compression")
-        if self.compression is not None:
-            msg.properties["application_headers"] = {
-                name: value for name, value in headers.items() if name != "compression"
-            }
-        super().__init__(msg, channel=channel, **kwargs)
-
-
 class RequestIntake(bootsteps.ConsumerStep):  # type: ignore[misc]
     """Consumes `billing.requests` inside the worker.
 
@@ -115,18 +91,13 @@ class RequestIntake(bootsteps.ConsumerStep):  # type: ignore[misc]
     given back, and the broker dead-letters it after its delivery limit.
     """
 
-    def get_consumers(self, channel: Any) -> list[Consumer]:
-        topology = Topology(services().settings)
-        # The step's own channel: kombu's pyamqp channel builds every message
-        # it delivers with its `Message` class.
-        channel.Message = IntakeMessage
-        consumer = Consumer(
+    def get_consumers(self, channel: Any) -> list[Any]:
+        consumer = intake_consumer(
             channel,
-            queues=[topology.requests_queue],
+            Topology(services().settings),
             on_message=self.on_message,
-            on_decode_error=self.on_unreadable,
-            no_ack=False,
-            prefetch_count=INTAKE_PREFETCH,
+            on_unreadable=self.on_unreadable,
+            prefetch_count=limits.intake_prefetch_count,
         )
         return [consumer]
 
@@ -161,8 +132,8 @@ def handle_request(message: Message) -> None:
         event_publisher().publish([rejection_event(parsed, message.body)])
         dead_letter(message, "validation_error")
         return
-    kind, fields = parsed
-    app.send_task(SUBMIT_REQUEST_TASK, args=[kind, fields])
+    operation_type, fields = parsed
+    app.send_task(SUBMIT_REQUEST_TASK, args=[operation_type, fields])
     message.ack()
 
 
@@ -181,7 +152,7 @@ def park(message: Any, reason: str) -> None:
 
 
 def _park_message(message: Any, reason: str) -> None:
-    if isinstance(message, Message):
+    if is_kombu_message(message):
         if not message.acknowledged:
             dead_letter(message, reason)
     elif not _carries_x_death(message.properties.get("application_headers")):
@@ -221,7 +192,7 @@ app.steps["consumer"].add(RequestIntake)
 
 
 @app.task(bind=True, name=SUBMIT_REQUEST_TASK, max_retries=None)
-def submit_request(self: Task, kind: object, fields: object) -> str:
+def submit_request(self: Task, operation_type: object, fields: object) -> str:
     """Record an operation that came over AMQP, then apply it like the ledger task does.
 
     Whoever put the task on the queue (the intake, Flower's task API, anyone
@@ -230,15 +201,15 @@ def submit_request(self: Task, kind: object, fields: object) -> str:
     `request.rejected` event and `billing.requests.dead`), and nothing of
     it is recorded or applied.
     """
-    problems = gate.check_request(kind, fields)
+    problems = gate.check_request(operation_type, fields)
     if problems:
         log.warning("submit_request: refused arguments: %s", problems)
         error = {"code": "validation_error", "message": "The request is not valid."}
-        _park(kind, fields, {**error, "details": problems}, "validation_error")
+        _park(operation_type, fields, {**error, "details": problems}, "validation_error")
         return "rejected"
-    assert isinstance(kind, str) and isinstance(fields, dict)
+    assert isinstance(operation_type, str) and isinstance(fields, dict)
     request = dict(fields)
-    operation = Operation(request.pop("operation_id"), OperationType(kind), request)
+    operation = Operation(request.pop("operation_id"), OperationType(operation_type), request)
     try:
         outcome, _ = service.accept_operation(operation, services().uow())
     except TransientError as error:
@@ -248,24 +219,30 @@ def submit_request(self: Task, kind: object, fields: object) -> str:
             "code": "idempotency_conflict",
             "message": f"operation {operation.operation_id} was submitted with another body",
         }
-        _park(kind, fields, conflict, "idempotency_conflict")
+        _park(operation_type, fields, conflict, "idempotency_conflict")
         return "conflict"
     return apply_and_publish(self, [operation.operation_id])
 
 
-def _park(kind: object, fields: object, error: dict[str, Any], reason: str) -> None:
+def _park(operation_type: object, fields: object, error: dict[str, Any], reason: str) -> None:
     """Publish `request.rejected` and dead-letter the request as an intake message would be."""
-    original = _as_sent(kind, fields)
+    original = _as_sent(operation_type, fields)
     publisher = event_publisher()
     publisher.publish([rejection_event(error, original)])
     publisher.dead_letter_request(original, {"x-rejection": reason})
 
 
-def _as_sent(kind: object, fields: object) -> bytes:
+def _as_sent(operation_type: object, fields: object) -> bytes:
     """The request as an intake message carries it, or the arguments as they came."""
-    message = {"type": kind, **fields} if isinstance(fields, dict) else [kind, fields]
+    message = (
+        {"type": operation_type, **fields} if isinstance(fields, dict) else [operation_type, fields]
+    )
     try:
         return json.dumps(message).encode()
     except (TypeError, ValueError, RecursionError):
-        named = kind[: limits.identifier_length_max] if isinstance(kind, str) else None
+        named = (
+            operation_type[: limits.identifier_length_max]
+            if isinstance(operation_type, str)
+            else None
+        )
         return json.dumps({"type": named, "fields": "not encodable"}).encode()

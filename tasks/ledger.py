@@ -15,8 +15,8 @@ from billing.adapters import metrics
 from billing.adapters.celery_client import APPLY_OPERATION_TASK, APPLY_OPERATIONS_TASK
 from billing.domain import ErrorCode
 from billing.ports import LockBusy, OperationRecord, TransientError
-from tasks.celery_app import app
-from tasks.context import event_publisher, services
+from tasks.celery_app import app, event_publisher
+from tasks.context import services
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,10 @@ def apply_and_publish(task: Task, operation_ids: list[str]) -> str:
         applied = service.apply_operations(operation_ids, services().uow())
     except TransientError as error:
         countdown = retry_countdown_s(task.request.retries)
-        kind = "lock busy" if isinstance(error, LockBusy) else "transient error"
+        fault = "lock busy" if isinstance(error, LockBusy) else "transient error"
         if isinstance(error, LockBusy):
             metrics.lock_busy_retries.inc()
-        log.info("operations %s: %s, retrying in %ss", operation_ids[:5], kind, countdown)
+        log.info("operations %s: %s, retrying in %ss", operation_ids[:5], fault, countdown)
         try:
             raise task.retry(countdown=countdown, exc=error) from error
         except MaxRetriesExceededError:
@@ -101,21 +101,21 @@ def _publish(event_ids: list[str]) -> None:
 
 
 def _observe(records: list[OperationRecord], duration_s: float) -> None:
-    """The metrics of applied operations, one label lookup per kind and outcome."""
+    """The metrics of applied operations, one label lookup per operation type and outcome."""
     completed: Counter[tuple[str, str, str]] = Counter()
     waits_s: dict[str, list[float]] = defaultdict(list)
     for record in records:
-        kind = record.operation.type.value
-        completed[kind, record.operation.status.value, record.error_code or ""] += 1
+        operation_type = record.operation.type.value
+        completed[operation_type, record.operation.status.value, record.error_code or ""] += 1
         if record.completed_at is not None:
             waited_s = (record.completed_at - record.accepted_at).total_seconds()
-            waits_s[kind].append(max(waited_s, 0.0))
-    for (kind, status, code), count in completed.items():
-        metrics.operations_completed.labels(kind, status, code).inc(count)
+            waits_s[operation_type].append(max(waited_s, 0.0))
+    for (operation_type, status, code), count in completed.items():
+        metrics.operations_completed.labels(operation_type, status, code).inc(count)
         if code == ErrorCode.internal_error:
-            metrics.internal_errors.labels(kind).inc(count)
-    for kind, kind_waits_s in waits_s.items():
-        duration = metrics.ledger_task_duration.labels(kind)
-        waited = metrics.acceptance_to_terminal.labels(kind)
-        metrics.observe_many(duration, [duration_s] * len(kind_waits_s))
-        metrics.observe_many(waited, kind_waits_s)
+            metrics.internal_errors.labels(operation_type).inc(count)
+    for operation_type, waits_s_of_type in waits_s.items():
+        duration = metrics.ledger_task_duration.labels(operation_type)
+        waited = metrics.acceptance_to_terminal.labels(operation_type)
+        metrics.observe_many(duration, [duration_s] * len(waits_s_of_type))
+        metrics.observe_many(waited, waits_s_of_type)

@@ -8,15 +8,15 @@ from billing import limits, service
 from billing.adapters import metrics
 from billing.adapters.celery_client import TaskQueue
 from billing.ports import LockBusy, TransientError
-from tasks.celery_app import app
-from tasks.context import event_publisher, services
+from tasks.celery_app import app, event_publisher
+from tasks.context import services
 
 log = logging.getLogger(__name__)
 
 
 @app.task(name="billing.relay_outbox", ignore_result=True)
 def relay_outbox() -> int:
-    """Publish events whose result task never ran (a crash between commit and publish)."""
+    """Publish events a task did not (a broker fault, a crash between commit and publish)."""
     try:
         published = service.relay_events(
             services().uow(),

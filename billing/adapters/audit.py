@@ -116,7 +116,12 @@ def run_audit(engine: Engine, checks: dict[str, str] | None = None) -> list[Viol
     violations = []
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as connection:
         for invariant, query in (checks or CHECKS).items():
-            rows = [dict(r._mapping) for r in connection.execute(text(query)).fetchmany(20)]
+            rows = [
+                dict(r._mapping)
+                for r in connection.execute(text(query)).fetchmany(
+                    limits.audit_rows_per_violation_max
+                )
+            ]
             if rows:
                 violations.append(Violation(invariant, rows))
     return violations

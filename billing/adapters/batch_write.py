@@ -30,7 +30,7 @@ from sqlalchemy import Connection, text
 
 from billing.adapters import jsoncodec
 from billing.adapters.pgarrays import int_array, text_array, timestamp_array
-from billing.batch import Entry
+from billing.domain import Entry
 from billing.ports import Event, OperationRecord
 
 _WRITE_BATCH = text(

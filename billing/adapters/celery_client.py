@@ -11,21 +11,20 @@ from amqp.exceptions import AMQPError
 from celery import Celery
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
+from billing import limits
 from billing.ports import TransientError
 
 APPLY_OPERATION_TASK = "billing.apply_operation"
 APPLY_OPERATIONS_TASK = "billing.apply_operations"
-PUBLISH_EVENTS_TASK = "billing.publish_events"
 SUBMIT_REQUEST_TASK = "billing.submit_request"
-ENQUEUE_WAIT_MAX_S = 10.0
 
 # A short retry of a publish that hit a dropped connection; past it the caller
 # gets a TransientError (a 503 from the API) within a few seconds.
 ENQUEUE_RETRY_POLICY = {
-    "max_retries": 2,
-    "interval_start": 0.1,
-    "interval_step": 0.5,
-    "interval_max": 1.0,
+    "max_retries": limits.enqueue_retries_max,
+    "interval_start": limits.enqueue_retry_interval_first_s,
+    "interval_step": limits.enqueue_retry_interval_step_s,
+    "interval_max": limits.enqueue_retry_interval_max_s,
 }
 
 
@@ -65,7 +64,7 @@ class TaskQueue:
     def broker_reachable(self) -> bool:
         try:
             with self._app.connection_for_write() as connection:
-                connection.ensure_connection(max_retries=1, timeout=2)
+                connection.ensure_connection(max_retries=1, timeout=limits.broker_connect_timeout_s)
             return True
         except Exception:
             return False

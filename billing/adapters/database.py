@@ -6,7 +6,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -23,7 +23,7 @@ DATA_EXCEPTION_CLASS = "22"
 INTEGRITY_VIOLATION_CLASS = "23"
 
 
-def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
+def make_engine(database_url: str, *, pool_size: int = limits.database_pool_size_api) -> Engine:
     """An engine whose sessions give up on a busy lock after `lock_wait_ms`.
 
     pool_pre_ping drops connections that died with a database restart, so the
@@ -32,7 +32,7 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
     options = (
         f"-c lock_timeout={limits.lock_wait_ms}ms "
         f"-c statement_timeout={limits.statement_timeout_ms}ms "
-        "-c idle_in_transaction_session_timeout=60000ms "
+        f"-c idle_in_transaction_session_timeout={limits.idle_in_transaction_timeout_ms}ms "
         # Timestamps come back in UTC whatever the server's or database's
         # zone, as the contract shows them and as the workers' clock gives them.
         "-c timezone=UTC"
@@ -42,11 +42,21 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
         pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_timeout=5,
-        connect_args={"options": options, "connect_timeout": 3},
+        pool_timeout=limits.database_pool_wait_s,
+        connect_args={"options": options, "connect_timeout": limits.database_connect_timeout_s},
         json_serializer=jsoncodec.dumps,
         json_deserializer=jsoncodec.loads,
     )
+
+
+def database_reachable(engine: Engine) -> bool:
+    """Whether the database answers a query (the API's readiness)."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
 
 
 def cooperate_with_gevent() -> bool:

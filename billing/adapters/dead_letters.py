@@ -232,7 +232,9 @@ class _Reader:
 def _connect(settings: Settings) -> Iterator[Connection]:
     """A connection whose channels publish with confirms; closing it gives back the unacked."""
     connection = Connection(
-        settings.broker_url, connect_timeout=5, transport_options={"confirm_publish": True}
+        settings.broker_url,
+        connect_timeout=limits.dead_letter_connect_timeout_s,
+        transport_options={"confirm_publish": True},
     )
     failures = (
         OperationalError,

@@ -24,9 +24,9 @@ from billing import limits
 from billing.adapters import batch_write, jsoncodec, metrics, outbox_reads, tables
 from billing.adapters.database import translate_error
 from billing.adapters.pgarrays import int_array, text_array
-from billing.batch import Entry
 from billing.domain import (
     AccountState,
+    Entry,
     HoldState,
     HoldStatus,
     NewAccount,
@@ -188,7 +188,7 @@ def record_from_row(row: Any) -> OperationRecord:
     return _records([tuple(columns[name] for name in _RECORD_NAMES)])[0]
 
 
-_TYPES = {kind.value: kind for kind in OperationType}
+_TYPES = {operation_type.value: operation_type for operation_type in OperationType}
 _STATUSES = {status.value: status for status in Status}
 
 
@@ -201,8 +201,10 @@ def _records(rows: Any) -> list[OperationRecord]:
     """
     # After the first four columns come OperationRecord's own fields, in its order.
     return [
-        OperationRecord(Operation(operation_id, _TYPES[kind], request, _STATUSES[status]), *rest)
-        for operation_id, kind, status, request, *rest in rows
+        OperationRecord(
+            Operation(operation_id, _TYPES[operation_type], request, _STATUSES[status]), *rest
+        )
+        for operation_id, operation_type, status, request, *rest in rows
     ]
 
 
@@ -493,7 +495,7 @@ class SqlUnitOfWork:
         assert None not in event_ids, "only events read back from the outbox can be marked"
         self.connection.execute(_MARK_EVENTS_PUBLISHED, {"ids": int_array(event_ids)})
 
-    def pending_operations(self, *, older_than_s: float, limit: int) -> list[tuple[str, int]]:
+    def mark_pending_resent(self, *, older_than_s: float, limit: int) -> list[tuple[str, int]]:
         operations = tables.operations
         last_sent = func.coalesce(operations.c.resent_at, operations.c.accepted_at)
         stuck = (

@@ -9,9 +9,11 @@ it and encoded it again: 30 us of the worker's CPU per event and 10 of
 PostgreSQL's, against 4 and 14 this way (500 completed transfers at a time).
 
 The body has the fields and values of the API's representation of the
-operation (`service.render_operation`) plus `schema_version`, top-level
-keys in sorted order; the request and balances are PostgreSQL's text of
-their `jsonb` (`{"amount": 5, ...}`). The statement is the only renderer of
+operation plus `schema_version`, top-level keys in sorted order; the
+rendering is generated from the representation's list of fields
+(`representation.OPERATION_FIELDS`), from which the API's rendering is made
+too, and a property test holds the two equal. The request and balances are
+PostgreSQL's text of their `jsonb` (`{"amount": 5, ...}`). The statement is the only renderer of
 published outcome bodies, so every copy of an event is the same text,
 whichever publisher sends it.
 """
@@ -24,6 +26,7 @@ from sqlalchemy import Connection, text
 
 from billing.adapters.pgarrays import text_array
 from billing.ports import Event
+from billing.representation import EVENT_SCHEMA_VERSION, OPERATION_FIELDS, Field, FieldKind
 
 _TIMESTAMP = '\'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"\''
 
@@ -37,22 +40,90 @@ def _string(column: str) -> str:
     return f"COALESCE(CAST(to_json({column}) AS text), 'null')"
 
 
+def _json(column: str) -> str:
+    return f"COALESCE(CAST({column} AS text), 'null')"
+
+
+def _error(code: str, message: str) -> str:
+    return (
+        f"CASE WHEN {code} IS NULL THEN 'null' "
+        f"ELSE '{{\"code\":' || {_string(code)} "
+        f"|| ',\"message\":' || {_string(message)} || '}}' END"
+    )
+
+
+def _value(field: Field) -> str:
+    columns = [f"op.{column}" for column in field.columns]
+    if field.kind is FieldKind.error:
+        return _error(*columns)
+    render = {FieldKind.string: _string, FieldKind.timestamp: _timestamp, FieldKind.json: _json}
+    return render[field.kind](columns[0])
+
+
+def _null(field: Field) -> str:
+    # Python reads a jsonb null as None too, and leaves the field out for it.
+    column = f"op.{field.columns[0]}"
+    if field.kind is FieldKind.json:
+        return f"({column} IS NULL OR jsonb_typeof({column}) = 'null')"
+    return f"{column} IS NULL"
+
+
+# A part of a concatenation: (True, text of a constant) or (False, an SQL expression).
+_Part = tuple[bool, str]
+
+
+def _joined(parts: list[_Part]) -> str:
+    """The SQL concatenation of the parts, adjacent constants merged into one.
+
+    Each `||` copies the text so far: merged, a body takes ten fewer
+    copies a row (3% of the read of 500 events).
+    """
+    merged: list[_Part] = []
+    for constant, part in parts:
+        if constant and merged and merged[-1][0]:
+            merged[-1] = (True, merged[-1][1] + part)
+        else:
+            merged.append((constant, part))
+    return " || ".join(_constant(part) if constant else part for constant, part in merged)
+
+
+def _constant(value: str) -> str:
+    # A colon escaped: text() would read `:1` as a bind parameter.
+    return "'" + value.replace("'", "''").replace(":", "\\:") + "'"
+
+
+def _body_of_operation() -> str:
+    """The SQL text of an outcome event's body, from the representation's list of fields.
+
+    Keys in sorted order, `schema_version` among them; each field's text
+    ends with the comma before the next, so a field left out when NULL
+    takes its comma with it (the last key must always be there).
+    """
+    # (key, its value, the SQL condition that leaves it out or None)
+    keys = [
+        (f.name, (False, _value(f)), _null(f) if f.absent_when_null else None)
+        for f in OPERATION_FIELDS
+    ]
+    keys.append(("schema_version", (True, f"{EVENT_SCHEMA_VERSION:d}"), None))
+    keys.sort(key=lambda key: key[0])
+    assert keys[-1][2] is None, f"the last key, {keys[-1][0]}, may not be left out"
+    parts: list[_Part] = [(True, "{")]
+    for position, (name, value, left_out_when) in enumerate(keys, start=1):
+        piece = [(True, f'"{name}":'), value]
+        if position < len(keys):
+            piece.append((True, ","))
+        if left_out_when is None:
+            parts += piece
+        else:
+            parts.append((False, f"CASE WHEN {left_out_when} THEN '' ELSE {_joined(piece)} END"))
+    parts.append((True, "}"))
+    return _joined(parts)
+
+
 # NULL when the event has neither a body nor an operation row (a bug: asserted).
 _BODY = (
     "CASE WHEN o.body IS NOT NULL THEN CAST(o.body AS text) "
-    "WHEN op.operation_id IS NOT NULL THEN "
-    f"""'{{"accepted_at":' || {_timestamp("op.accepted_at")} || ','"""
-    """ || CASE WHEN op.balances IS NULL THEN '' """
-    """ELSE '"balances":' || CAST(op.balances AS text) || ',' END"""
-    f""" || '"completed_at":' || {_timestamp("op.completed_at")}"""
-    """ || ',"error":' || CASE WHEN op.error_code IS NULL THEN 'null' """
-    f"""ELSE '{{"code":' || {_string("op.error_code")} """
-    f"""|| ',"message":' || {_string("op.error_message")} || '}}' END"""
-    f""" || ',"operation_id":' || {_string("op.operation_id")}"""
-    """ || ',"request":' || CAST(op.request AS text)"""
-    # A colon before a digit would read as a bind parameter: escaped.
-    """ || ',"schema_version"\\:1,"status":' """
-    f"""|| {_string("op.status")} || ',"type":' || {_string("op.type")} || '}}' """
+    f"WHEN op.operation_id IS NOT NULL THEN {_body_of_operation()} "
     "END AS body"
 )
 _EVENT_COLUMNS = f"o.event_id, o.message_id, o.routing_key, {_BODY} "

@@ -327,15 +327,15 @@ def parse_operation(message: Any) -> tuple[str, dict[str, Any]] | dict[str, Any]
     if not isinstance(message, dict):
         return {"code": "validation_error", "message": "An operation must be a JSON object."}
     fields = dict(message)
-    kind = fields.pop("type", None)
-    problems = gate.check_request(kind, fields)
+    operation_type = fields.pop("type", None)
+    problems = gate.check_request(operation_type, fields)
     if problems:
         return {
             "code": "validation_error",
             "message": "The request is not valid.",
             "details": problems,
         }
-    return str(kind), fields
+    return str(operation_type), fields
 
 
 class BatchSchema(StrictSchema):

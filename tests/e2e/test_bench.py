@@ -8,9 +8,9 @@ import sys
 
 from kombu import Connection, Producer
 
+from bench.report import render
+from bench.suite import render_table
 from billing.adapters.events import Topology
-from billing.bench.report import render
-from billing.bench.suite import render_table
 from billing.config import Settings
 from tests.conftest import Workers
 from tests.support import stack

@@ -1,7 +1,7 @@
 """Garbage on every queue the workers consume stops no worker and moves no honest money.
 
 Thousands of messages, drawn from one seed, go to the Celery task queues
-(ledger tasks, results, periodic), the AMQP intake and the workers' control
+(ledger tasks, periodic), the AMQP intake and the workers' control
 queue: random bytes, random JSON of any depth and size, odd content types and
 encodings, Celery envelopes with random arguments for every task the workers
 register (and unknown ones), and well-typed but hostile operations (negative,
@@ -36,7 +36,7 @@ from sqlalchemy import text
 from billing.config import Settings
 from tests.conftest import Workers
 from tests.support import stack
-from tests.support.garbage import INTAKE, RESULTS, TASKS, Garbage, Generator, Targets
+from tests.support.garbage import INTAKE, TASKS, Garbage, Generator, Targets
 from tests.support.garbage_broker import GarbageBroker, WorkerWatch, digest
 
 MESSAGES = 5_000
@@ -239,7 +239,7 @@ def _dead_letter_failures(
     # The periodic queue has no dead-letter exchange on purpose (celeryconfig:
     # runs past their `expires` are dropped there), and garbage on the control
     # queue has no place to go: only the ledger, result and intake queues are checked.
-    checked = [m for m in sent if m.fate == "refused" and m.queue in (INTAKE, TASKS, RESULTS)]
+    checked = [m for m in sent if m.fate == "refused" and m.queue in (INTAKE, TASKS)]
     vanished = Counter(
         f"{m.queue}/{m.kind}"
         for m in checked

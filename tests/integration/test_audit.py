@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from bench.command import audit as bench_audit
 from billing import service
 from billing.adapters.ledger_db import SqlUnitOfWork
 from billing.config import Settings
@@ -174,3 +175,23 @@ def test_the_database_itself_refuses_a_balance_below_the_floor(
 
     with pytest.raises(IntegrityError, match="accounts_available_above_floor"):
         corrupt(ledger[1], "UPDATE accounts SET posted = -1 WHERE account_id = 'bob'")
+
+
+def test_the_bench_reads_the_audit_as_json_violations_and_all(
+    ledger: tuple[Settings, Any],
+) -> None:
+    settings, engine = ledger
+    assert bench_audit(settings.database_url) == {"passed": True, "violations": []}
+    corrupt(engine, "UPDATE accounts SET posted = posted + 1 WHERE account_id = 'bob'")
+    found = bench_audit(settings.database_url)
+    assert found["passed"] is False
+    [violation] = found["violations"]
+    assert violation["invariant"] == "posted equals the sum of the account's posted entries"
+    assert [row["account_id"] for row in violation["rows"]] == ["bob"]
+
+
+def test_the_bench_fails_its_run_when_the_audit_cannot_reach_the_database() -> None:
+    found = bench_audit("postgresql+psycopg2://postgres@127.0.0.1:1/billing")
+    assert found["passed"] is False
+    assert found["violations"] == []
+    assert "OperationalError" in found["error"], found

@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 from kombu import Connection, pools
 
-from billing.adapters.amqp_reads import BufferedTcpTransport, blocking_reader
+from billing.adapters.amqp_internals import BufferedTcpTransport, blocking_reader
 from billing.adapters.dead_letters import list_dead_letters
 from billing.adapters.events import EventPublisher, Topology
 from billing.config import Settings

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import text
 
-from billing import service
+from billing import representation, service
 from billing.adapters import jsoncodec, views
 from billing.adapters.ledger_db import SqlUnitOfWork
 from billing.domain import Operation, OperationType
@@ -63,7 +63,7 @@ def published_as_the_api_shows_it(engine: Any, event: Event) -> bool:
     assert record is not None
     body = json.loads(jsoncodec.text_of(event.body))
     assert list(body) == sorted(body)
-    return bool(body == {**service.render_operation(record), "schema_version": 1})
+    return bool(body == {**representation.render_operation(record), "schema_version": 1})
 
 
 def test_an_outcome_body_is_rendered_with_what_json_escapes_and_big_numbers_intact(

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from billing import service
+from billing import representation, service
 from billing.adapters import views
 from billing.adapters.database import make_engine
 from billing.adapters.ledger_db import SqlUnitOfWork
@@ -34,8 +34,8 @@ def test_operations_read_back_in_utc_on_a_database_set_to_another_zone(
         record = views.get_operation(engine, "c1")
         assert record is not None
         # What the worker wrote from its own clock is what is read back, to the byte.
-        rendered = service.render_operation(record)
-        assert rendered == service.render_operation(applied.record)
+        rendered = representation.render_operation(record)
+        assert rendered == representation.render_operation(applied.record)
         assert rendered["accepted_at"].endswith("+00:00")
         assert rendered["completed_at"].endswith("+00:00")
     finally:

@@ -21,10 +21,9 @@ from tests.support import garbage_values as values
 
 INTAKE = "requests"
 TASKS = "tasks"
-RESULTS = "results"
 PERIODIC = "periodic"
 CONTROL = "control"
-QUEUE_WEIGHTS = {INTAKE: 40, TASKS: 30, RESULTS: 12, PERIODIC: 12, CONTROL: 6}
+QUEUE_WEIGHTS = {INTAKE: 40, TASKS: 42, PERIODIC: 12, CONTROL: 6}
 # A few messages of several MiB (within RabbitMQ's 128 MiB and the workers' memory).
 HUGE_SIZES_BYTES = [2 * 2**20, 6 * 2**20, 12 * 2**20]
 DEPTHS = [64, 500, 999, 1000, 1001, 2000, 5000, 10_000, 100_000]
@@ -251,7 +250,7 @@ class Generator:
             "expires_in": rng.choice([0, -1, 2_592_001, 10**20, 1.5, "60"]),
         }
 
-    # The Celery task queues: `billing.tasks`, `billing.results`, `billing.periodic`.
+    # The Celery task queues: `billing.tasks`, `billing.periodic`.
 
     def task_message(self, queue: str) -> Garbage:
         rng = self.rng
@@ -379,7 +378,7 @@ class Generator:
         rng = self.rng
         if task == "billing.apply_operation":
             return [rng.choice(self.targets.garbage_operations)], {}
-        if task in ("billing.apply_operations", "billing.publish_events"):
+        if task == "billing.apply_operations":
             return [rng.sample(self.targets.garbage_operations, 2)], {}
         if task == "billing.submit_request":
             return list(self.good_operation()), {}

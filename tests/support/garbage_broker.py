@@ -18,9 +18,9 @@ import amqp.exceptions
 from kombu import Connection
 
 from billing.config import Settings
-from tests.support.garbage import CONTROL, INTAKE, PERIODIC, RESULTS, TASKS, Garbage
+from tests.support.garbage import CONTROL, INTAKE, PERIODIC, TASKS, Garbage
 
-WORK_QUEUES = ("billing.tasks", "billing.results", "billing.periodic", "billing.requests")
+WORK_QUEUES = ("billing.tasks", "billing.periodic", "billing.requests")
 
 
 def digest(body: bytes) -> str:
@@ -34,7 +34,6 @@ class GarbageBroker:
         self.routes = {
             INTAKE: (name("billing.requests"), "operation"),
             TASKS: (name("billing.tasks"), name("billing.tasks")),
-            RESULTS: (name("billing.tasks"), name("billing.results")),
             PERIODIC: (name("billing.tasks"), name("billing.periodic")),
             CONTROL: (f"{name('billing')}.pidbox", ""),
         }

@@ -7,10 +7,10 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from billing.bench.client import Tally
-from billing.bench.command import bench
-from billing.bench.runner import Load, Plan
-from billing.bench.workload import Workload
+from bench.client import Tally
+from bench.command import bench
+from bench.runner import Load, Plan
+from bench.workload import Workload
 
 
 class SlowApi:

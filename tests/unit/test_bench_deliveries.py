@@ -12,7 +12,7 @@ from amqp.serialization import dumps
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billing.bench.broker import _BASIC_DELIVER, _Delivery
+from bench.broker import _BASIC_DELIVER, _Delivery
 
 short_text = st.text(
     alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FF, blacklist_categories=("Cs",)),

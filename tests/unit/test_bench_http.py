@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from billing.bench.http import HttpError, HttpPool
+from bench.http import HttpError, HttpPool
 
 
 class Server:

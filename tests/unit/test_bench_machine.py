@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from billing.bench import machine
-from billing.bench.machine import Snapshot, component_of, usage
+from bench import machine
+from bench.machine import Snapshot, component_of, usage
 
 
 def test_processes_are_told_apart_by_their_command_lines() -> None:

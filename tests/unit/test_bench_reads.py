@@ -6,8 +6,8 @@ import asyncio
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
-from billing.bench.reads import READ_KINDS, ReadMix, ReadTally, next_page_path, read_loop
-from billing.bench.report import read_figures, render, summarize
+from bench.reads import READ_KINDS, ReadMix, ReadTally, next_page_path, read_loop
+from bench.report import read_figures, render, summarize
 from tests.unit.test_bench_report import PASSED, SETTING, one_client_record
 
 

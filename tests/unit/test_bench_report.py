@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from billing.bench.broker import Outcome
-from billing.bench.client import Tally
-from billing.bench.report import render, summarize
-from billing.bench.runner import Record
-from billing.bench.sweep import judge, render_sweep_table
+from bench.broker import Outcome
+from bench.client import Tally
+from bench.report import render, summarize
+from bench.runner import Record
+from bench.sweep import judge, render_sweep_table
 
 PASSED = {"passed": True, "violations": []}
 SETTING = {

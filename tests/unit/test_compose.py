@@ -1,7 +1,8 @@
-"""docker-compose.yml: `docker-compose config` accepts it; it has every service the README names.
+"""docker-compose.yml: `docker-compose config` accepts it; it has every service the docs name.
 
-The README's Docker section lists the services in a table whose first column
-is `service`; that table and the compose file must name the same services.
+docs/operations.md's compose section lists the services in a table whose
+first column is `service`; that table and the compose file must name the
+same services.
 """
 
 from __future__ import annotations
@@ -86,18 +87,18 @@ def compose_services() -> set[str]:
     return set(done.stdout.split())
 
 
-def readme_services() -> set[str]:
-    """The first column of the table headed `service` in the README's `## Docker` section."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = re.search(r"^## Docker\b.*?(?=^## |\Z)", readme, re.M | re.S)
-    assert section, "README.md has no '## Docker' section"
+def documented_services() -> set[str]:
+    """The first column of the table headed `service` in docs/operations.md's compose section."""
+    operations = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    section = re.search(r"^## Docker and compose\b.*?(?=^## |\Z)", operations, re.M | re.S)
+    assert section, "docs/operations.md has no '## Docker and compose' section"
     rows = [
         [cell.strip() for cell in line.strip().strip("|").split("|")]
         for line in section.group(0).splitlines()
         if line.lstrip().startswith("|")
     ]
     assert rows and rows[0][0].lower() == "service", (
-        "the README's Docker section has no table whose first column is `service`"
+        "docs/operations.md's compose section has no table whose first column is `service`"
     )
     return {row[0].strip("`") for row in rows[2:] if row[0]}
 
@@ -120,12 +121,12 @@ def test_the_compose_file_runs_the_whole_stack() -> None:
     assert compose_services() >= STACK
 
 
-def test_every_service_the_readme_names_is_in_the_compose_file_and_back() -> None:
-    named = readme_services()
-    assert named >= STACK, f"the README's Docker section does not name {STACK - named}"
+def test_every_service_the_docs_name_is_in_the_compose_file_and_back() -> None:
+    named = documented_services()
+    assert named >= STACK, f"docs/operations.md does not name {STACK - named}"
     services = compose_services()
-    assert named <= services, f"the README names services compose does not have: {named - services}"
-    assert services <= named, f"the README does not name these services: {services - named}"
+    assert named <= services, f"the docs name services compose does not have: {named - services}"
+    assert services <= named, f"the docs do not name these services: {services - named}"
 
 
 def test_every_published_port_is_on_this_machine_only_by_default() -> None:

@@ -9,7 +9,7 @@ from amqp.serialization import dumps
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billing.adapters.events import PublishFrames
+from billing.adapters.amqp_internals import PublishFrames
 from billing.ports import Event
 
 

@@ -13,10 +13,6 @@ def queue_of(task_name: str) -> str:
     return str(app.amqp.router.route({}, task_name, args=(), kwargs={})["queue"].name)
 
 
-def test_the_result_task_goes_to_the_results_queue() -> None:
-    assert queue_of("billing.publish_events") == celeryconfig.results_queue.name
-
-
 @pytest.mark.parametrize(
     "task_name", sorted({job["task"] for job in celeryconfig.beat_schedule.values()})
 )

@@ -6,9 +6,9 @@ import math
 from collections import Counter
 from typing import Any
 
-from billing.bench.reads import ReadTally
-from billing.bench.runner import Record, pending_ids
-from billing.bench.workload import EVENT_QUEUES
+from bench.reads import ReadTally
+from bench.runner import Record, pending_ids
+from bench.workload import EVENT_QUEUES
 
 pending_sample_size = 5
 audit_rows_shown = 3

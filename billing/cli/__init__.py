@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -10,6 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 import click
@@ -17,14 +19,38 @@ import click
 from billing import limits
 from billing.config import Settings, api_tokens_problem
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def _python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """`billing`'s own commands, and those installed packages add to it, loaded when run.
+
+    A package adds a command with an entry point of the group `billing.commands`
+    (pyproject.toml: the load generator's `bench` and `bench-suite`), as Flask's
+    `flask.commands` does: the service's code never imports the load generator.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_added_commands()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and (entry_point := _added_commands().get(cmd_name)):
+            loaded = entry_point.load()
+            assert isinstance(loaded, click.Command), entry_point
+            return loaded
+        return command
+
+
+def _added_commands() -> dict[str, EntryPoint]:
+    return {entry.name: entry for entry in entry_points(group="billing.commands")}
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """The billing service: a double-entry ledger applied by Celery workers."""
 
@@ -61,15 +87,11 @@ def api_command(host: str, port: int, workers: int, connections: int) -> list[st
         "--worker-connections",
         str(connections),
         "--timeout",
-        "60",
+        str(limits.api_worker_timeout_s),
         "--graceful-timeout",
-        "10",
-        # Idle keep-alive connections stay open 75 s, not gunicorn's 2: a
-        # client (or load balancer) that reuses a pooled connection the
-        # server has just closed gets its request reset. Longer than the
-        # usual 60 s idle timeout of load balancers, so they close first.
+        str(limits.api_graceful_timeout_s),
         "--keep-alive",
-        "75",
+        str(limits.api_keep_alive_s),
     )
 
 
@@ -183,7 +205,13 @@ def _require_flower_auth(settings: Settings) -> None:
 
 
 @main.command()
-def audit() -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='print {"passed", "violations": [{"invariant", "rows"}]} as one JSON object',
+)
+def audit(as_json: bool) -> None:
     """Check every ledger invariant; exit 1 listing the violations."""
     from billing.adapters.audit import run_audit
     from billing.adapters.database import make_engine
@@ -191,6 +219,10 @@ def audit() -> None:
     engine = make_engine(Settings.from_env().database_url)
     violations = run_audit(engine)
     engine.dispose()
+    if as_json:
+        listed = [{"invariant": v.invariant, "rows": v.rows} for v in violations]
+        click.echo(json.dumps({"passed": not violations, "violations": listed}, default=str))
+        sys.exit(1 if violations else 0)
     if not violations:
         click.echo("audit passed: every invariant holds")
         return
@@ -241,7 +273,7 @@ def up(
     The banner (token, curl line) comes once the API is ready and the worker
     answers a ping. Ctrl-C stops everything.
     """
-    from billing.preflight import run_preflight
+    from billing.cli.preflight import run_preflight
 
     if Settings.from_env().api_tokens:
         _require_tokens()
@@ -364,15 +396,6 @@ def new_api_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-from billing.bench import bench, bench_suite  # noqa: E402
-
-main.add_command(bench)
-main.add_command(bench_suite)
-
-
-from billing.dead_letters_cli import dead_letters  # noqa: E402
+from billing.cli.dead_letters import dead_letters  # noqa: E402
 
 main.add_command(dead_letters)
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """The bench's HTTP side: a pool of keep-alive connections, and the tally of what was sent.
 
-The bench's own HTTP client (`billing.bench.http`) on one asyncio loop, JSON
+The bench's own HTTP client (`bench.http`) on one asyncio loop, JSON
 through orjson, and the body of a single 202 left unparsed: the load
 generator shares the machine with the service, so every request should cost
 it as little as possible (in batch runs the standard library's decoder
@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from billing.bench.http import HttpError, HttpPool
-from billing.bench.workload import Submission
+from bench.http import HttpError, HttpPool
+from bench.workload import Submission
 
 request_timeout_s = 30
 submit_attempts_max = 3

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Callable
@@ -12,8 +14,8 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
-from billing.bench.workload import EVENT_SOURCES, MIX_DEFAULT, Workload, batch_size_max, parse_mix
-from billing.config import Settings
+from bench.config import Settings
+from bench.workload import EVENT_SOURCES, MIX_DEFAULT, Workload, batch_size_max, parse_mix
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -184,7 +186,7 @@ def bench(
         "readers": readers,
     }
     summary = run_once(settings, token, setting, duration, count, drain_timeout, seed)
-    from billing.bench.report import render
+    from bench.report import render
 
     click.echo(json.dumps(summary, default=str) if as_json else render(summary))
     sys.exit(0 if summary["ok"] else 1)
@@ -209,9 +211,9 @@ def run_once(
 ) -> dict[str, Any]:
     """One measured run with its own accounts; the figures, with the audit afterwards."""
     # Imported here, so other `billing` commands start without loading the bench.
-    from billing.bench.client import SetupError
-    from billing.bench.report import summarize
-    from billing.bench.runner import Plan, run
+    from bench.client import SetupError
+    from bench.report import summarize
+    from bench.runner import Plan, run
 
     plan = Plan(
         setting["url"],
@@ -238,18 +240,24 @@ def run_once(
 
 
 def audit(database_url: str) -> dict[str, Any]:
-    """The ledger audit of the whole database, as `billing audit` runs it."""
-    from billing.adapters.audit import run_audit
-    from billing.adapters.database import make_engine
-
-    engine = make_engine(database_url, pool_size=1)
+    """The ledger audit of the whole database: `billing audit --json`, the service's command."""
+    done = subprocess.run(
+        [sys.executable, "-m", "billing.cli", "audit", "--json"],
+        env={**os.environ, "BILLING_DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     try:
-        violations = run_audit(engine)
-    except Exception as error:  # an unreachable database fails the run, it does not crash it
-        return {"passed": False, "error": f"{type(error).__name__}: {error}", "violations": []}
-    finally:
-        engine.dispose()
-    return {
-        "passed": not violations,
-        "violations": [{"invariant": v.invariant, "rows": v.rows} for v in violations],
-    }
+        return dict(json.loads(done.stdout))
+    except ValueError:  # an unreachable database fails the run, it does not crash it
+        return {"passed": False, "error": _exception_line(done), "violations": []}
+
+
+def _exception_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The line naming the exception a command died of (the last traceback's first unindented)."""
+    lines = done.stderr.splitlines()
+    starts = [at for at, line in enumerate(lines) if line.startswith("Traceback")]
+    after = lines[starts[-1] + 1 :] if starts else lines
+    named = [line for line in after if line.strip() and not line[0].isspace()]
+    return named[0] if named else f"exited {done.returncode}"

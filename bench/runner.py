@@ -1,7 +1,7 @@
 """One bench run: set up the run's accounts, drive the load, wait for the outcomes.
 
 Everything happens on one asyncio loop, except reading events and
-publishing to the intake, which run in threads (see `billing.bench.broker`).
+publishing to the intake, which run in threads (see `bench.broker`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from billing.bench import machine
-from billing.bench.broker import EventStream, IntakePublisher, Outcome
-from billing.bench.client import (
+from bench import machine
+from bench.broker import EventStream, IntakePublisher, Outcome
+from bench.client import (
     BATCH_PATH,
     Api,
     SetupError,
@@ -27,9 +27,9 @@ from billing.bench.client import (
     submit_batch,
     submit_one,
 )
-from billing.bench.reads import ReadMix, ReadTally, read_loop
-from billing.bench.workload import Submission, Workload, batch_size_max
-from billing.config import Settings
+from bench.config import Settings
+from bench.reads import ReadMix, ReadTally, read_loop
+from bench.workload import Submission, Workload, batch_size_max
 
 progress_interval_s = 1.0
 drain_poll_s = 0.05
@@ -56,7 +56,7 @@ class Plan:
     outstanding_max: int = 0
     # Where events are read: the bench's own queue, or billing.responses (workload.EVENT_SOURCES).
     events: str = "own"
-    # Readers beside the load, each a closed loop of the read mix (billing.bench.reads).
+    # Readers beside the load, each a closed loop of the read mix (bench.reads).
     readers: int = 0
 
 

@@ -1,0 +1,5 @@
+"""`python -m billing.cli`: the `billing` command, as the console script runs it."""
+
+from billing.cli import main
+
+main()
