@@ -57,9 +57,7 @@ def test_an_accounts_operations_are_every_operation_that_involves_it_newest_firs
         "release-again",
     }  # fmt: skip
     listed = pages(client, "/v1/operations", account_id=a, limit=2)
-    assert ids(listed) == sorted(
-        (new_id(n) for n in involving_a), key=lambda i: ids(listed).index(i)
-    )
+    assert len(ids(listed)) == len(involving_a)
     assert set(ids(listed)) == {new_id(n) for n in involving_a}
     keys = [(item["accepted_at"], item["operation_id"]) for item in listed]
     assert keys == sorted(keys, reverse=True)
