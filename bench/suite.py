@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from bench import machine, sweep
+from bench import grown, machine, sweep
 from bench.command import api_token, events_option, run_once
 from bench.config import Settings
 from bench.workload import EVENT_QUEUES, MIX_DEFAULT, parse_mix
@@ -33,8 +33,10 @@ batch_completed_per_s_min = 5_000
 reads_readers = 8
 read_p99_ms_max = 250
 
-# `--only sweep` runs the latency sweep (`bench.sweep`) alone.
+# `--only sweep` runs the latency sweep (`bench.sweep`) alone; `--only
+# grown` none but the grown-ledger scenario (`bench.grown`).
 SWEEP = "sweep"
+GROWN = "grown"
 suite_duration_default_s = 60.0
 suite_drain_timeout_s = 120.0
 settle_between_runs_s = 5.0
@@ -146,8 +148,9 @@ SCENARIOS = (
 @click.option(
     "--only",
     multiple=True,
-    type=click.Choice([SWEEP] + [s.name for s in SCENARIOS]),
-    help="run only this scenario (repeatable) [default: all, in this order]",
+    type=click.Choice([SWEEP] + [s.name for s in SCENARIOS] + [GROWN]),
+    help="run only this scenario (repeatable) [default: all, in this order]; "
+    f"`{GROWN}` alone runs only the --grown-ledger one",
 )
 @click.option(
     "--clients",
@@ -165,6 +168,16 @@ SCENARIOS = (
     help="seconds of load of each step of the sweep",
 )
 @events_option(default="responses")
+@click.option(
+    "--grown-ledger",
+    "grown_operations",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="after the other scenarios, grow the ledger to this many operations through the "
+    "batch endpoint with nobody reading billing.responses, then run uniform and latency "
+    "on it (bench.grown; 2000000 takes most of an hour) [default: off]",
+)
 @click.option("--json", "as_json", is_flag=True, help="print every figure as one JSON object")
 def bench_suite(
     url: str,
@@ -175,6 +188,7 @@ def bench_suite(
     sweep_clients: tuple[int, ...],
     sweep_duration: float,
     events: str,
+    grown_operations: int,
     as_json: bool,
 ) -> None:
     """Run the benchmark scenarios one after another and check each against its goal.
@@ -209,16 +223,17 @@ def bench_suite(
     }
     runs = 0
 
-    def measure(title: str, setting: dict[str, Any], seconds: float) -> dict[str, Any]:
+    def measure(
+        title: str, setting: dict[str, Any], seconds: float | None, count: int | None = None
+    ) -> dict[str, Any]:
         nonlocal runs
         if runs:
             vacuum_ledger(settings.database_url)
             time.sleep(settle_between_runs_s)
         runs += 1
         click.echo(f"== {title}", err=True)
-        return run_once(
-            settings, token, {**base, **setting}, seconds, None, suite_drain_timeout_s, None
-        )
+        drain_timeout_s = grown.grow_drain_timeout_s if count else suite_drain_timeout_s
+        return run_once(settings, token, {**base, **setting}, seconds, count, drain_timeout_s, None)
 
     steps = []
     if not only or SWEEP in only:
@@ -235,7 +250,14 @@ def bench_suite(
         summary["target"] = scenario.target
         summary["target_met"] = scenario.met(summary, results)
         results[scenario.name] = summary
+    grown_ledger = None
+    if grown_operations:
+        settings_of = {s.name: s.setting for s in SCENARIOS}
+        grown_ledger = grown.run_grown(
+            settings, url, grown_operations, duration, measure, results.get("uniform"), settings_of
+        )
     report = {
+        "grown_ledger": grown_ledger,
         "machine": machine.describe(),
         "duration_s": duration,
         "sweep_duration_s": sweep_duration,
@@ -244,7 +266,8 @@ def bench_suite(
         "runs": list(results.values()),
     }
     click.echo(json.dumps(report, default=str) if as_json else render_table(report))
-    sys.exit(0 if all(r["ok"] for r in steps + list(results.values())) else 1)
+    grown_runs = grown_ledger["runs"] if grown_ledger else []
+    sys.exit(0 if all(r["ok"] for r in steps + list(results.values()) + grown_runs) else 1)
 
 
 # What autovacuum would have cleaned by the next run on a database left to
@@ -287,6 +310,8 @@ def render_table(report: dict[str, Any]) -> str:
     ]
     if report["sweep"]:
         lines += [sweep.render_sweep_table(report["sweep"]), ""]
+    if report.get("grown_ledger"):
+        lines += [grown.render_grown(report["grown_ledger"]), ""]
     if not report["runs"]:
         return "\n".join(lines).rstrip()
     lines += [

@@ -9,6 +9,7 @@ its node goes away.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from billing import limits
@@ -24,6 +25,8 @@ class Settings:
     api_tokens: tuple[str, ...] = ()
     amqp_prefix: str = ""
     flower_auth: str = ""
+    responses_max_events: int = limits.responses_max_events
+    responses_max_bytes: int = limits.responses_max_bytes
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -35,6 +38,12 @@ class Settings:
             api_tokens=tokens,
             amqp_prefix=env.get("BILLING_AMQP_PREFIX", "").strip(),
             flower_auth=env.get("BILLING_FLOWER_AUTH", "").strip(),
+            responses_max_events=_positive(
+                env, "BILLING_RESPONSES_MAX_EVENTS", limits.responses_max_events
+            ),
+            responses_max_bytes=_positive(
+                env, "BILLING_RESPONSES_MAX_BYTES", limits.responses_max_bytes
+            ),
         )
 
     @property
@@ -68,3 +77,13 @@ def api_tokens_problem(tokens: tuple[str, ...]) -> str | None:
 def _broker_url(value: str) -> str:
     """The URL list without blanks around its `;` (kombu would take them into the next URL)."""
     return ";".join(url.strip() for url in value.split(";") if url.strip()) or BROKER_URL_DEFAULT
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    """A positive whole number from the environment, or the default when unset."""
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{name}={value!r}: a positive whole number is needed")
+    return int(value)
