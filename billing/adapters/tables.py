@@ -64,7 +64,7 @@ operations = Table(
     Column("batch_position", Integer),
     # How many times the recovery sweep sent the operation again (0007).
     Column("resends", Integer, nullable=False, server_default=text("0")),
-    # The sum of an operation's succeeded reversals and their ids, oldest first (0008).
+    # The sum of an operation's succeeded reversals and their ids, oldest first (0009).
     Column("reversed", BigInteger, nullable=False, server_default=text("0")),
     Column("reversals", ARRAY(String(80))),
     CheckConstraint(
