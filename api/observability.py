@@ -27,8 +27,11 @@ log = logging.getLogger("billing.api")
     '{type="transfer",status="succeeded",error_code=""} 42.0\n',
 )
 def scrape() -> Response:
-    """Prometheus metrics of this machine's API and worker processes, and the outbox backlog."""
-    body, content_type = metrics.render(services().engine)
+    """Prometheus metrics of this machine's API and worker processes, and where events wait."""
+    settings = services().settings
+    body, content_type = metrics.render(
+        services().engine, settings.broker_url, settings.amqp_name("billing.responses")
+    )
     return Response(body, content_type=content_type)
 
 

@@ -2,7 +2,7 @@
 
 One command runs the scenarios the performance goals are stated in (uniform
 transfers, latency at half the goal rate, two hot accounts, the batch
-endpoint), each with its own accounts, one after another against a running
+endpoint, reads beside writes), each with its own accounts, one after another against a running
 service, then prints one table: the figures, the target and whether the run
 met it, and the machine it ran on.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from bench import machine, sweep
+from bench import grown, machine, sweep
 from bench.command import api_token, events_option, run_once
 from bench.config import Settings
 from bench.workload import EVENT_QUEUES, MIX_DEFAULT, parse_mix
@@ -29,9 +29,14 @@ latency_rate_per_s = uniform_completed_per_s_min / 2
 latency_p99_ms_max = 250
 hot_share_of_uniform_min = 0.7
 batch_completed_per_s_min = 5_000
+# Reads beside writes at the latency scenario's rate: each kind's p99 (bench.reads).
+reads_readers = 8
+read_p99_ms_max = 250
 
-# `--only sweep` runs the latency sweep (`bench.sweep`) alone.
+# `--only sweep` runs the latency sweep (`bench.sweep`) alone; `--only
+# grown` none but the grown-ledger scenario (`bench.grown`).
 SWEEP = "sweep"
+GROWN = "grown"
 suite_duration_default_s = 60.0
 suite_drain_timeout_s = 120.0
 settle_between_runs_s = 5.0
@@ -61,6 +66,20 @@ def _completed_at_least(rate_per_s: float) -> Verdict:
 
 def _p99_below(ms: float) -> Verdict:
     return lambda summary, _: (summary["latency_ms"]["p99"] or float("inf")) < ms
+
+
+def reads_p99_below(ms: float) -> Verdict:
+    """Every read kind measured, each with its p99 under `ms`, and no read refused."""
+
+    def met(summary: dict[str, Any], _: dict[str, dict[str, Any]]) -> bool:
+        reads = summary.get("reads") or {}
+        return (
+            bool(reads)
+            and not summary.get("read_errors")
+            and all((figures["p99"] or float("inf")) < ms for figures in reads.values())
+        )
+
+    return met
 
 
 def _share_of_uniform(share: float) -> Verdict:
@@ -105,6 +124,13 @@ SCENARIOS = (
         f"completed/s >= {batch_completed_per_s_min:,}",
         _completed_at_least(batch_completed_per_s_min),
     ),
+    Scenario(
+        "reads",
+        {"concurrency": single_concurrency, "rate": latency_rate_per_s, "readers": reads_readers},
+        f"read p99 < {read_p99_ms_max} ms, each kind, {reads_readers} readers beside "
+        f"{latency_rate_per_s:g}/s",
+        reads_p99_below(read_p99_ms_max),
+    ),
 )
 
 
@@ -122,8 +148,9 @@ SCENARIOS = (
 @click.option(
     "--only",
     multiple=True,
-    type=click.Choice([SWEEP] + [s.name for s in SCENARIOS]),
-    help="run only this scenario (repeatable) [default: all, in this order]",
+    type=click.Choice([SWEEP] + [s.name for s in SCENARIOS] + [GROWN]),
+    help="run only this scenario (repeatable) [default: all, in this order]; "
+    f"`{GROWN}` alone runs only the --grown-ledger one",
 )
 @click.option(
     "--clients",
@@ -141,6 +168,16 @@ SCENARIOS = (
     help="seconds of load of each step of the sweep",
 )
 @events_option(default="responses")
+@click.option(
+    "--grown-ledger",
+    "grown_operations",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="after the other scenarios, grow the ledger to this many operations through the "
+    "batch endpoint with nobody reading billing.responses, then run uniform and latency "
+    "on it (bench.grown; 2000000 takes most of an hour) [default: off]",
+)
 @click.option("--json", "as_json", is_flag=True, help="print every figure as one JSON object")
 def bench_suite(
     url: str,
@@ -151,6 +188,7 @@ def bench_suite(
     sweep_clients: tuple[int, ...],
     sweep_duration: float,
     events: str,
+    grown_operations: int,
     as_json: bool,
 ) -> None:
     """Run the benchmark scenarios one after another and check each against its goal.
@@ -160,7 +198,8 @@ def bench_suite(
     latency from POST to event and its completed/s. Then uniform transfers
     among --accounts accounts (concurrency 512), the same at half the goal
     rate for latency, every transfer touching one of 2 hot accounts, and
-    batches of 500 through POST /v1/operations/batch. Outcomes are read from
+    batches of 500 through POST /v1/operations/batch, then the latency rate
+    again with 8 readers searching the ledger beside it. Outcomes are read from
     billing.responses, as the service's client would (--events). Each run
     shows its progress on stderr, drains, and is audited; the ledger's
     tables are vacuumed between runs, as autovacuum would. Exits 1 when any
@@ -180,19 +219,21 @@ def bench_suite(
         "amqp_share": 0.0,
         "max_outstanding": 0,
         "events": events,
+        "readers": 0,
     }
     runs = 0
 
-    def measure(title: str, setting: dict[str, Any], seconds: float) -> dict[str, Any]:
+    def measure(
+        title: str, setting: dict[str, Any], seconds: float | None, count: int | None = None
+    ) -> dict[str, Any]:
         nonlocal runs
         if runs:
             vacuum_ledger(settings.database_url)
             time.sleep(settle_between_runs_s)
         runs += 1
         click.echo(f"== {title}", err=True)
-        return run_once(
-            settings, token, {**base, **setting}, seconds, None, suite_drain_timeout_s, None
-        )
+        drain_timeout_s = grown.grow_drain_timeout_s if count else suite_drain_timeout_s
+        return run_once(settings, token, {**base, **setting}, seconds, count, drain_timeout_s, None)
 
     steps = []
     if not only or SWEEP in only:
@@ -209,7 +250,14 @@ def bench_suite(
         summary["target"] = scenario.target
         summary["target_met"] = scenario.met(summary, results)
         results[scenario.name] = summary
+    grown_ledger = None
+    if grown_operations:
+        settings_of = {s.name: s.setting for s in SCENARIOS}
+        grown_ledger = grown.run_grown(
+            settings, url, grown_operations, duration, measure, results.get("uniform"), settings_of
+        )
     report = {
+        "grown_ledger": grown_ledger,
         "machine": machine.describe(),
         "duration_s": duration,
         "sweep_duration_s": sweep_duration,
@@ -218,7 +266,8 @@ def bench_suite(
         "runs": list(results.values()),
     }
     click.echo(json.dumps(report, default=str) if as_json else render_table(report))
-    sys.exit(0 if all(r["ok"] for r in steps + list(results.values())) else 1)
+    grown_runs = grown_ledger["runs"] if grown_ledger else []
+    sys.exit(0 if all(r["ok"] for r in steps + list(results.values()) + grown_runs) else 1)
 
 
 # What autovacuum would have cleaned by the next run on a database left to
@@ -261,6 +310,8 @@ def render_table(report: dict[str, Any]) -> str:
     ]
     if report["sweep"]:
         lines += [sweep.render_sweep_table(report["sweep"]), ""]
+    if report.get("grown_ledger"):
+        lines += [grown.render_grown(report["grown_ledger"]), ""]
     if not report["runs"]:
         return "\n".join(lines).rstrip()
     lines += [
@@ -278,6 +329,19 @@ def render_table(report: dict[str, Any]) -> str:
             f"| {'passed' if run['audit']['passed'] else 'FAILED'} "
             f"| {run['target']} | {'yes' if run['target_met'] else 'no'} |"
         )
+    read_runs = [run for run in report["runs"] if run.get("reads")]
+    if read_runs:
+        lines += [
+            "",
+            "| scenario | read | count | per s | p50 ms | p99 ms |",
+            "|---|---|---|---|---|---|",
+        ]
+        for run in read_runs:
+            for kind, figures in run["reads"].items():
+                lines.append(
+                    f"| {run['scenario']} | {kind} | {figures['count']} | {figures['per_s']:,.0f} "
+                    f"| {_ms(figures['p50'])} | {_ms(figures['p99'])} |"
+                )
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ its node goes away.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from billing import limits
@@ -24,6 +25,8 @@ class Settings:
     api_tokens: tuple[str, ...] = ()
     amqp_prefix: str = ""
     flower_auth: str = ""
+    responses_max_events: int = limits.responses_max_events
+    responses_max_bytes: int = limits.responses_max_bytes
     # How long the event feed keeps events (at least the contract's 30 days).
     event_retention_days: int = limits.event_retention_days_min
 
@@ -37,6 +40,12 @@ class Settings:
             api_tokens=tokens,
             amqp_prefix=env.get("BILLING_AMQP_PREFIX", "").strip(),
             flower_auth=env.get("BILLING_FLOWER_AUTH", "").strip(),
+            responses_max_events=_positive(
+                env, "BILLING_RESPONSES_MAX_EVENTS", limits.responses_max_events
+            ),
+            responses_max_bytes=_positive(
+                env, "BILLING_RESPONSES_MAX_BYTES", limits.responses_max_bytes
+            ),
             event_retention_days=_retention_days(env.get("BILLING_EVENT_RETENTION_DAYS", "")),
         )
 
@@ -88,4 +97,14 @@ def _retention_days(value: str) -> int:
             f"BILLING_EVENT_RETENTION_DAYS={value!r}: give a whole number of days, "
             f"at least {least} (the event feed promises its events for {least} days)"
         )
+    return int(value)
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    """A positive whole number from the environment, or the default when unset."""
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{name}={value!r}: a positive whole number is needed")
     return int(value)

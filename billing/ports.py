@@ -12,10 +12,21 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from billing.domain import AccountState, Entry, HoldState, NewAccount, Operation
+from billing.reversals import ReversalTarget
 
 
 class TransientError(Exception):
     """A fault that goes away on its own (database restart, lost connection): retry."""
+
+
+class EventsRefused(TransientError):
+    """The broker took none or only some of the events: `billing.responses` is full, or
+    the broker blocks publishers (a resource alarm). The others stay unpublished in the
+    outbox, for the relay; `published` are the ones it confirmed."""
+
+    def __init__(self, message: str, published: list[Event]) -> None:
+        super().__init__(message)
+        self.published = published
 
 
 class InvalidData(Exception):
@@ -43,6 +54,10 @@ class OperationRecord:
     # or None: the workers apply a batch's operations in this order.
     batch_id: int | None = None
     batch_position: int | None = None
+    # A credit's, debit's, transfer's or capture's succeeded reversals: their
+    # sum and their ids, oldest first (None: none yet).
+    reversed: int = 0
+    reversals: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,19 +78,8 @@ class Event:
     event_id: int | None = None
 
 
-class UnitOfWork(Protocol):
-    """One database transaction over the ledger."""
-
-    def __enter__(self) -> UnitOfWork: ...
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-
-    def commit(self) -> None: ...
+class Ledger(Protocol):
+    """The accounts and holds: their locks, and the writes of what a ledger transaction decided."""
 
     def lock_and_get_accounts(
         self, account_ids: list[str], *, ledger_seqs: int
@@ -84,6 +88,39 @@ class UnitOfWork(Protocol):
         read the accounts as the transactions waited for left them, and take `ledger_seqs`
         ledger sequence numbers (ascending): the order in which the ledger applied its
         operations, so they are taken only once the locks are held."""
+
+    def get_holds(self, hold_ids: list[str], for_update: bool = False) -> dict[str, HoldState]: ...
+
+    def get_hold(self, hold_id: str, *, for_update: bool = False) -> HoldState | None: ...
+
+    def write_batch(
+        self,
+        moves: dict[str, tuple[int, int]],
+        entries: list[Entry],
+        completed: list[OperationRecord],
+        events: list[Event],
+        created_at: datetime,
+    ) -> dict[str, tuple[int, int]]:
+        """Move client balances by (posted, held), insert the entries, store each operation's
+        terminal status, outcome and ledger sequence number, and record the events in the
+        outbox; return each moved account's (posted, held) after. One write for all of it,
+        across the concerns: it runs while the account locks are held."""
+
+    def save_holds(self, new: list[HoldState], changed: list[HoldState]) -> None: ...
+
+    def create_account(self, account: NewAccount) -> tuple[dict[str, Any], bool]: ...
+
+
+class Operations(Protocol):
+    """The operations' records: accepted as pending, then locked to be applied in order."""
+
+    def insert_operation(self, operation: Operation) -> tuple[OperationRecord, bool]: ...
+
+    def insert_operations(
+        self, operations: list[Operation], *, as_batch: bool = False
+    ) -> tuple[dict[str, OperationRecord], set[str]]:
+        """Record the new operations as pending (`as_batch`: as one batch, in the order
+        given); every record, and the ids newly inserted."""
 
     def lock_operations(
         self, operation_ids: list[str], *, with_earlier: bool, limit: int
@@ -103,31 +140,17 @@ class UnitOfWork(Protocol):
         """For each batch id, the first place before its `lasts` place that holds a pending
         operation not among `held_ids`; batches without one are left out."""
 
-    def get_holds(self, hold_ids: list[str], for_update: bool = False) -> dict[str, HoldState]: ...
+    def get_reversal_targets(self, operation_ids: list[str]) -> dict[str, ReversalTarget]:
+        """The named operations that exist, as reversals see them: type, status, posted
+        entries and the sum of their succeeded reversals (no lock taken)."""
 
-    def write_batch(
-        self,
-        moves: dict[str, tuple[int, int]],
-        entries: list[Entry],
-        completed: list[OperationRecord],
-        events: list[Event],
-        created_at: datetime,
-    ) -> dict[str, tuple[int, int]]:
-        """Move client balances by (posted, held), insert the entries, store each operation's
-        terminal status, outcome and ledger sequence number, and record the events in the
-        outbox; return each moved account's (posted, held) after."""
+    def record_reversals(self, reversals: dict[str, list[tuple[str, int]]]) -> None:
+        """Add the succeeded reversals (id, amount) to the operations they reverse (their
+        `reversed` sum and list); raise InvalidData when one would pass its amount."""
 
-    def save_holds(self, new: list[HoldState], changed: list[HoldState]) -> None: ...
 
-    def create_account(self, account: NewAccount) -> tuple[dict[str, Any], bool]: ...
-
-    def insert_operation(self, operation: Operation) -> tuple[OperationRecord, bool]: ...
-
-    def insert_operations(
-        self, operations: list[Operation], *, as_batch: bool = False
-    ) -> tuple[dict[str, OperationRecord], set[str]]:
-        """Record the new operations as pending (`as_batch`: as one batch, in the order
-        given); every record, and the ids newly inserted."""
+class Outbox(Protocol):
+    """The events recorded with the changes they tell of, until they are published."""
 
     def unpublished_events(self, message_ids: list[str]) -> list[Event]:
         """The named events not yet published, with their bodies (no lock taken)."""
@@ -149,16 +172,50 @@ class UnitOfWork(Protocol):
         """Delete up to `limit` of the oldest published events past the retention, in feed
         order; how many."""
 
+
+class Sweep(Protocol):
+    """What the periodic jobs look for: operations left pending, holds past their time."""
+
     def mark_pending_resent(self, *, older_than_s: float, limit: int) -> list[tuple[str, int]]:
         """Mark pending operations not (re)sent for a while as sent again now (locked):
         each id with how many times it has been sent again, this time included."""
-
-    def get_hold(self, hold_id: str, *, for_update: bool = False) -> HoldState | None: ...
 
     def due_hold_ids(self, *, limit: int) -> list[str]:
         """Active holds whose expires_at has passed, oldest first."""
 
 
+class UnitOfWork(Protocol):
+    """One database transaction over the ledger, and its ports by concern.
+
+    One `with` is one transaction: it ends with at most one `commit`, its
+    last step; leaving it without one rolls everything back.
+    """
+
+    @property
+    def ledger(self) -> Ledger: ...
+
+    @property
+    def operations(self) -> Operations: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    @property
+    def sweep(self) -> Sweep: ...
+
+    def __enter__(self) -> UnitOfWork: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def commit(self) -> None: ...
+
+
 class EventPublisher(Protocol):
     def publish(self, events: list[Event]) -> None:
-        """Publish with confirms; raise TransientError when the broker is unreachable."""
+        """Publish with confirms; raise TransientError when the broker is unreachable,
+        EventsRefused when it took only some of them."""

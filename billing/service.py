@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from billing import gate, holds, limits
+from billing import gate, holds, limits, reversals
 from billing.batch import BatchApplier
 from billing.domain import (
     ErrorCode,
@@ -26,10 +26,12 @@ from billing.holds import hold_account_ids
 from billing.ports import (
     Event,
     EventPublisher,
+    EventsRefused,
     OperationRecord,
     TransientError,
     UnitOfWork,
 )
+from billing.reversals import ReversalTarget
 from billing.rules import involved_account_ids
 
 Clock = Callable[[], datetime]
@@ -200,10 +202,12 @@ def _give_up(
 ) -> list[Applied]:
     """End the pending operations failed with internal_error, applying nothing of them."""
     with uow:
-        records = uow.lock_operations(operation_ids, with_earlier=False, limit=len(operation_ids))
+        records = uow.operations.lock_operations(
+            operation_ids, with_earlier=False, limit=len(operation_ids)
+        )
         pending = [records[i] for i in operation_ids if i in records and _is_pending(records[i])]
         if pending:
-            _, seqs = uow.lock_and_get_accounts([], ledger_seqs=len(pending))
+            _, seqs = uow.ledger.lock_and_get_accounts([], ledger_seqs=len(pending))
             applier = BatchApplier({}, {}, clock())
             failure = Failure(ErrorCode.internal_error, message)
             for record, seq in zip(pending, seqs, strict=True):
@@ -232,7 +236,7 @@ def _apply_batch(
 ) -> tuple[list[Applied], list[str]]:
     size_max = limits.operations_per_transaction_max
     with uow:
-        records = uow.lock_operations(ids, with_earlier=take_along, limit=size_max)
+        records = uow.operations.lock_operations(ids, with_earlier=take_along, limit=size_max)
         # At the limit, a given id not locked may lie beyond it: the next transaction's.
         full = len(records) >= size_max
         left = [i for i in ids if i not in records] if full else []
@@ -242,7 +246,9 @@ def _apply_batch(
         locked += [r for i, r in records.items() if i not in given]
         locked = [r for r in locked if _is_pending(r)]
         room = size_max - len(locked) if take_along and not full else 0
-        taken_along = uow.take_pending_operations([*ids, *records], limit=room) if room > 0 else []
+        taken_along = (
+            uow.operations.take_pending_operations([*ids, *records], limit=room) if room > 0 else []
+        )
         held_ids = [*records, *(r.operation.operation_id for r in taken_along)]
         # Alone, the given operations were locked without the ones before them.
         waiting = _waiting_for_their_batch(
@@ -288,7 +294,7 @@ def _waiting_for_their_batch(
             lasts[record.batch_id] = max(lasts.get(record.batch_id, 0), record.batch_position)
     if not lasts:
         return set()
-    fronts = uow.batch_fronts(lasts, held_ids)
+    fronts = uow.operations.batch_fronts(lasts, held_ids)
     return {
         r.operation.operation_id
         for r in records
@@ -322,12 +328,20 @@ def _apply_pending(
         [r for r in pending if r.operation.operation_id not in refused] if refused else pending
     )
     account_ids, holds_before = _locks_for(checked, uow)
-    accounts, seqs = uow.lock_and_get_accounts(sorted(account_ids), ledger_seqs=len(pending))
-    holds = uow.get_holds(list(holds_before), for_update=True)
+    targets = _reversal_targets(checked, uow)
+    account_ids.update(*map(reversals.target_account_ids, targets.values()))
+    accounts, seqs = uow.ledger.lock_and_get_accounts(sorted(account_ids), ledger_seqs=len(pending))
+    holds = uow.ledger.get_holds(list(holds_before), for_update=True)
     if any(h not in holds_before or holds_before[h] is None for h in holds):
         raise _LocksChanged()
+    if targets:
+        # Read again under the locks, to decide with; one that succeeded meanwhile
+        # needs locks not taken.
+        targets = uow.operations.get_reversal_targets(sorted(targets))
+        if not set().union(*map(reversals.target_account_ids, targets.values())) <= account_ids:
+            raise _LocksChanged()
     applier = BatchApplier(
-        accounts, {h: hold for h, hold in holds.items() if hold is not None}, clock()
+        accounts, {h: hold for h, hold in holds.items() if hold is not None}, clock(), targets
     )
     for record, seq in zip(pending, seqs, strict=True):
         operation_id = record.operation.operation_id
@@ -354,7 +368,7 @@ def _locks_for(
         if r.operation.type is OperationType.hold
     }
     hold_ids = {r.operation.request["hold_id"] for r in pending if "hold_id" in r.operation.request}
-    stored = uow.get_holds(sorted(hold_ids - set(created_here)))
+    stored = uow.ledger.get_holds(sorted(hold_ids - set(created_here)))
     holds_before: dict[str, HoldState | None] = {h: stored.get(h) for h in hold_ids}
     account_ids: set[str] = set()
     for record in pending:
@@ -369,15 +383,33 @@ def _locks_for(
     return account_ids, holds_before
 
 
+def _reversal_targets(pending: list[OperationRecord], uow: UnitOfWork) -> dict[str, ReversalTarget]:
+    """The operations the batch's reversals reverse, as they are now.
+
+    A reversal moves money on the client accounts of the operation it
+    reverses, so that operation is read before the locks to tell which to
+    take. One still pending in this batch takes its own locks, and the
+    reversal after it sees how it ended.
+    """
+    reversed_ids = {
+        r.operation.request["reverses"]
+        for r in pending
+        if r.operation.type is OperationType.reversal
+    }
+    return uow.operations.get_reversal_targets(sorted(reversed_ids)) if reversed_ids else {}
+
+
 def _write(applier: BatchApplier, uow: UnitOfWork, events: list[Event]) -> None:
     """Write what the batch did, and check the balances against the rules."""
     moves = applier.balance_moves()
-    after = uow.write_batch(moves, applier.entries, applier.completed, events, applier.now)
+    after = uow.ledger.write_batch(moves, applier.entries, applier.completed, events, applier.now)
     assert after == applier.expected_balances(set(moves)), "balances drifted from the entries"
-    uow.save_holds(
+    uow.ledger.save_holds(
         [applier.holds[h] for h in sorted(applier.new_hold_ids)],
         [applier.holds[h] for h in sorted(applier.changed_hold_ids)],
     )
+    if applier.reversals:
+        uow.operations.record_reversals(applier.reversals)
 
 
 def expire_hold(hold_id: str, uow: UnitOfWork, clock: Clock = utc_now) -> str | None:
@@ -387,18 +419,18 @@ def expire_hold(hold_id: str, uow: UnitOfWork, clock: Clock = utc_now) -> str | 
     concurrent capture just ended is left alone: it ends in exactly one state.
     """
     with uow:
-        hold = uow.get_hold(hold_id)
+        hold = uow.ledger.get_hold(hold_id)
         if hold is None or hold.status is not HoldStatus.active:
             return None
-        accounts, (seq,) = uow.lock_and_get_accounts(hold_account_ids(hold), ledger_seqs=1)
-        hold = uow.get_hold(hold_id, for_update=True)
+        accounts, (seq,) = uow.ledger.lock_and_get_accounts(hold_account_ids(hold), ledger_seqs=1)
+        hold = uow.ledger.get_hold(hold_id, for_update=True)
         now = clock()
         if hold is None or holds.expire(hold, now) is None:
             return None
         operation = Operation(
             expiry_operation_id(hold_id), OperationType.expiry, {"hold_id": hold_id}
         )
-        record, created = uow.insert_operation(operation)
+        record, created = uow.operations.insert_operation(operation)
         assert created, f"hold {hold_id} was expired twice"
         applier = BatchApplier(accounts, {hold_id: hold}, now)
         applier.apply(record, seq)
@@ -453,12 +485,25 @@ class Acceptance(StrEnum):
 def accept_operation(operation: Operation, uow: UnitOfWork) -> tuple[Acceptance, OperationRecord]:
     """Record an operation as pending, or recognise a retry of one already recorded."""
     with uow:
-        record, created = uow.insert_operation(operation)
+        record, created = uow.operations.insert_operation(operation)
         uow.commit()
     if created:
         return Acceptance.accepted, record
-    same = record.operation.type is operation.type and record.operation.request == operation.request
-    return (Acceptance.repeated if same else Acceptance.conflict), record
+    return (
+        Acceptance.repeated if same_operation(record, operation) else Acceptance.conflict
+    ), record
+
+
+def same_operation(record: OperationRecord, operation: Operation) -> bool:
+    """Whether an operation is a retry of the recorded one: the same type and request.
+
+    Compared as JSON values (`true` is not `1`), and metadata `{}` is the same
+    as none, as it is shown.
+    """
+    stored, given = record.operation.request, operation.request
+    return record.operation.type is operation.type and same_json(
+        {"metadata": {}, **stored}, {"metadata": {}, **given}
+    )
 
 
 def accept_operations(
@@ -470,7 +515,7 @@ def accept_operations(
     the order given (their batch and places are recorded with them).
     """
     with uow:
-        records, created = uow.insert_operations(operations, as_batch=as_batch)
+        records, created = uow.operations.insert_operations(operations, as_batch=as_batch)
         uow.commit()
     results = []
     fresh = set(created)
@@ -480,10 +525,7 @@ def accept_operations(
             fresh.discard(operation.operation_id)
             results.append((Acceptance.accepted, record))
             continue
-        same = (
-            record.operation.type is operation.type
-            and record.operation.request == operation.request
-        )
+        same = same_operation(record, operation)
         results.append((Acceptance.repeated if same else Acceptance.conflict, record))
     return results
 
@@ -514,7 +556,7 @@ def open_account(account: NewAccount, uow: UnitOfWork) -> tuple[Acceptance, dict
     tell the client its metadata was stored when the old one was kept.
     """
     with uow:
-        row, created = uow.create_account(account)
+        row, created = uow.ledger.create_account(account)
         uow.commit()
     if created:
         return Acceptance.accepted, row
@@ -552,25 +594,38 @@ def same_json(stored: Any, given: Any) -> bool:
 def publish_events(message_ids: list[str], uow: UnitOfWork, publisher: EventPublisher) -> int:
     """Publish the named events that are still unpublished; return how many.
 
-    The transaction that reads them ends before the broker is waited for, so
-    no row stays locked across a network wait; a publisher that races another
+    One transaction reads and marks them. The read locks no row, so none
+    stays locked across the broker's wait; a publisher that races another
     one (or the relay) on an event sends it twice, which the contract allows
     (at least once, every copy the same). A crash after the publish and
-    before the mark publishes it again later, for the same reason.
+    before the mark publishes it again later, for the same reason. Events
+    the broker refused (EventsRefused, raised after the others are marked)
+    stay unpublished, for the relay.
     """
     with uow:
         # Numbered in a transaction of its own, committed before anything is
         # published: a number seen on the exchange is in the feed for good.
-        uow.number_events(message_ids)
+        uow.outbox.number_events(message_ids)
         uow.commit()
-        events = uow.unpublished_events(message_ids)
-        uow.commit()
+    with uow:
+        events = uow.outbox.unpublished_events(message_ids)
         if not events:
             return 0
-        publisher.publish(events)
-        uow.mark_events_published(events)
+        _publish_and_mark(events, uow, publisher)
         uow.commit()
     return len(events)
+
+
+def _publish_and_mark(events: list[Event], uow: UnitOfWork, publisher: EventPublisher) -> None:
+    """Publish, and mark what the broker took; a refusal is no confirm: those stay unpublished."""
+    try:
+        publisher.publish(events)
+    except EventsRefused as refused:
+        if refused.published:
+            uow.outbox.mark_events_published(refused.published)
+            uow.commit()
+        raise
+    uow.outbox.mark_events_published(events)
 
 
 def relay_events(
@@ -579,23 +634,35 @@ def relay_events(
     *,
     older_than_s: float,
     limit: int = limits.outbox_publish_batch_max,
+    bursts_max: int = limits.outbox_relay_bursts_per_run_max,
 ) -> int:
-    """Publish events left unpublished for `older_than_s` (their publisher died).
+    """Publish events left unpublished for `older_than_s`, oldest first; return how many.
 
-    The claimed rows stay locked while publishing, so two relays never send
-    the same backlog twice.
+    Their publisher died, or the broker refused them (`billing.responses`
+    full). Burst after burst, each in a transaction of its own, while the
+    broker takes whole bursts, up to `bursts_max`: a backlog drains at the
+    broker's speed once the queue has room. The claimed rows stay locked
+    while publishing, so two relays never send the same backlog twice.
     """
-    with uow:
-        # Those whose publisher died before numbering them get their numbers first.
-        uow.number_left_behind_events(older_than_s=older_than_s, limit=limit)
-        uow.commit()
-        events = uow.claim_unpublished_events(older_than_s=older_than_s, limit=limit)
-        if not events:
-            return 0
-        publisher.publish(events)
-        uow.mark_events_published(events)
-        uow.commit()
-    return len(events)
+    published = 0
+    for _ in range(bursts_max):
+        with uow:
+            # Those whose publisher died before numbering them get theirs first.
+            uow.outbox.number_left_behind_events(older_than_s=older_than_s, limit=limit)
+            uow.commit()
+        with uow:
+            events = uow.outbox.claim_unpublished_events(older_than_s=older_than_s, limit=limit)
+            if not events:
+                return published
+            try:
+                _publish_and_mark(events, uow, publisher)
+            except EventsRefused as refused:
+                return published + len(refused.published)
+            uow.commit()
+        published += len(events)
+        if len(events) < limit:
+            break
+    return published
 
 
 def prune_events(
@@ -611,7 +678,9 @@ def prune_events(
     pruned = 0
     for _ in range(transactions_max):
         with uow:
-            deleted = uow.prune_events(retention_days=retention_days, limit=rows_per_transaction)
+            deleted = uow.outbox.prune_events(
+                retention_days=retention_days, limit=rows_per_transaction
+            )
             uow.commit()
         pruned += deleted
         if deleted < rows_per_transaction:
@@ -639,7 +708,7 @@ def resend_stuck_operations(
     again and what ending the others did.
     """
     with uow:
-        stuck = uow.mark_pending_resent(older_than_s=older_than_s, limit=limit)
+        stuck = uow.sweep.mark_pending_resent(older_than_s=older_than_s, limit=limit)
         first = [i for i, resends in stuck if resends == 1]
         again = [i for i, resends in stuck if 1 < resends <= limits.pending_resends_max]
         for start in range(0, len(first), limits.enqueue_group_size_max):
@@ -666,4 +735,4 @@ def resend_stuck_operations(
 
 def due_holds(uow: UnitOfWork, *, limit: int) -> list[str]:
     with uow:
-        return uow.due_hold_ids(limit=limit)
+        return uow.sweep.due_hold_ids(limit=limit)

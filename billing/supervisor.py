@@ -177,3 +177,30 @@ def wait_until_ready(
                 return False
             time.sleep(limits.up_ready_poll_interval_s)
     return not stopping()
+
+
+class WaitingEventsWatch:
+    """Says when events start and stop waiting to be published, as /readyz tells it.
+
+    `billing up` asks every `up_events_check_interval_s`; a line is printed
+    only when the answer changes, so a long backlog is one line, not a flood.
+    """
+
+    def __init__(self, probe: Callable[[], str | None]) -> None:
+        self._probe = probe
+        self._next_at = 0.0
+        self._waiting = False
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if now < self._next_at:
+            return
+        self._next_at = now + limits.up_events_check_interval_s
+        said = self._probe()
+        if said is None:
+            return
+        if said and not self._waiting:
+            click.echo(f"events are waiting: {said} (docs/operations.md, 'The event backlog')")
+        elif not said and self._waiting:
+            click.echo("events: every waiting event is published")
+        self._waiting = bool(said)

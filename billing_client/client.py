@@ -178,6 +178,23 @@ class Client:
     def release(self, hold_id: str, *, operation_id: str | None = None) -> Operation:
         return self._submit(f"/v1/holds/{hold_id}/release", operation_id)
 
+    def reverse(
+        self,
+        reverses: str,
+        *,
+        amount: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        operation_id: str | None = None,
+    ) -> Operation:
+        """Move back `amount` (default: all that remains reversible) of a succeeded credit,
+        debit, transfer or capture."""
+        fields: dict[str, Any] = {"reverses": reverses}
+        if amount is not None:
+            fields["amount"] = amount
+        if metadata is not None:
+            fields["metadata"] = dict(metadata)
+        return self._submit("/v1/reversals", operation_id, **fields)
+
     def batch(self, operations: Sequence[Mapping[str, Any]]) -> list[BatchItem]:
         """Submit operations (`{"type": "credit", "account_id": ..., ...}`) in one request.
 

@@ -14,7 +14,7 @@ from billing import gate, limits, service
 from billing.adapters import metrics
 from billing.adapters.celery_client import APPLY_OPERATION_TASK, APPLY_OPERATIONS_TASK
 from billing.domain import ErrorCode
-from billing.ports import LockBusy, OperationRecord, TransientError
+from billing.ports import EventsRefused, LockBusy, OperationRecord, TransientError
 from tasks.celery_app import app, event_publisher
 from tasks.context import services
 
@@ -96,6 +96,10 @@ def apply_and_publish(task: Task, operation_ids: list[str]) -> str:
 def _publish(event_ids: list[str]) -> None:
     try:
         service.publish_events(event_ids, services().uow(), event_publisher())
+    except EventsRefused as refused:
+        # billing.responses is full (the publisher said so once, and counts
+        # them): the task goes on with its work, the relay publishes them later.
+        log.debug("operations %s: events left to the outbox relay: %s", event_ids[:5], refused)
     except TransientError as error:
         log.warning("operations %s: events left to the outbox relay: %s", event_ids[:5], error)
 

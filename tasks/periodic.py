@@ -16,11 +16,16 @@ log = logging.getLogger(__name__)
 
 @app.task(name="billing.relay_outbox", ignore_result=True)
 def relay_outbox() -> int:
-    """Publish events a task did not (a broker fault, a crash between commit and publish)."""
+    """Publish events left unpublished: a crash between commit and publish, or refused by
+    the broker (`billing.responses` full). Not while this process's publisher backs off
+    from a refusal: the same oldest events would only be refused again."""
+    publisher = event_publisher()
+    if publisher.backing_off():
+        return 0
     try:
         published = service.relay_events(
             services().uow(),
-            event_publisher(),
+            publisher,
             older_than_s=limits.outbox_republish_after_s,
         )
     except TransientError as error:

@@ -124,6 +124,41 @@ CHECKS: dict[str, str] = {
             WINDOW earlier AS (PARTITION BY batch_id ORDER BY batch_position
                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) o
         WHERE status <> 'pending' AND (earlier_pending OR ledger_seq < earlier_seq_max)""",
+    # Reversals (0008). What an operation moved is its positive posted entries.
+    "an operation's reversed sum and list are its succeeded reversals, within its amount": """
+        WITH made AS (
+            SELECT r.request ->> 'reverses' AS target_id, sum(e.amount) AS total,
+                   array_agg(r.operation_id ORDER BY r.operation_id) AS ids
+            FROM operations r JOIN entries e ON e.operation_id = r.operation_id
+                 AND e.bucket = 'posted' AND e.amount > 0
+            WHERE r.type = 'reversal' AND r.status = 'succeeded'
+            GROUP BY r.request ->> 'reverses')
+        SELECT COALESCE(o.operation_id, m.target_id) AS operation_id, o.reversed,
+               m.total AS reversals_sum, o.reversals, m.ids AS reversal_ids
+        FROM operations o FULL JOIN made m ON m.target_id = o.operation_id
+        WHERE (o.reversed > 0 OR m.target_id IS NOT NULL) AND (
+            o.operation_id IS NULL OR o.reversed <> COALESCE(m.total, 0)
+            OR (SELECT array_agg(i ORDER BY i) FROM unnest(o.reversals) AS i)
+               IS DISTINCT FROM m.ids
+            OR o.reversed > (SELECT COALESCE(sum(t.amount), 0) FROM entries t
+                             WHERE t.operation_id = o.operation_id AND t.bucket = 'posted'
+                               AND t.amount > 0))""",
+    "a succeeded reversal reverses a succeeded credit, debit, transfer or capture before it": """
+        SELECT r.operation_id, r.request ->> 'reverses' AS reverses, t.type, t.status
+        FROM operations r LEFT JOIN operations t ON t.operation_id = r.request ->> 'reverses'
+        WHERE r.type = 'reversal' AND r.status = 'succeeded'
+          AND (t.operation_id IS NULL OR t.status <> 'succeeded' OR t.ledger_seq > r.ledger_seq
+               OR t.type NOT IN ('credit', 'debit', 'transfer', 'capture'))""",
+    "a succeeded reversal's entries mirror the posted entries of what it reverses": """
+        SELECT r.operation_id, r.request ->> 'reverses' AS reverses FROM operations r
+        WHERE r.type = 'reversal' AND r.status = 'succeeded' AND (
+            (SELECT count(*) FROM entries e WHERE e.operation_id = r.operation_id) <> 2
+            OR EXISTS (
+                SELECT 1 FROM entries e WHERE e.operation_id = r.operation_id AND NOT EXISTS (
+                    SELECT 1 FROM entries t
+                    WHERE t.operation_id = r.request ->> 'reverses' AND t.bucket = 'posted'
+                      AND e.bucket = 'posted' AND t.account_id = e.account_id
+                      AND sign(t.amount) = -sign(e.amount))))""",
 }
 
 

@@ -32,10 +32,12 @@ from billing.domain import (
     NewAccount,
     Operation,
     OperationType,
+    Posting,
     Status,
     external_account_id,
 )
-from billing.ports import Event, OperationRecord
+from billing.ports import Event, InvalidData, OperationRecord
+from billing.reversals import ReversalTarget
 
 # The statements a batch runs take whole arrays as parameters (`= ANY`,
 # `unnest`), each sent as one literal (`pgarrays`), so each is one cached
@@ -55,6 +57,8 @@ _RECORD_NAMES = (
     "ledger_seq",
     "batch_id",
     "batch_position",
+    "reversed",
+    "reversals",
 )
 _RECORD_COLUMNS = ", ".join(_RECORD_NAMES)
 _GET_OPERATIONS = text(
@@ -162,6 +166,26 @@ _INSERT_OPERATIONS = text(
     "CAST(:requests AS jsonb[])) WITH ORDINALITY AS o(i, t, r, n) "
     "ON CONFLICT DO NOTHING RETURNING operation_id, accepted_at, batch_id, batch_position"
 )
+# What a reversal needs of the operation it reverses: its posted entries
+# (the movement to mirror; only a succeeded one has any) and how much of it
+# is reversed already. Read before the account locks (to choose them) and
+# again once they are held (every reversal of an operation takes the same
+# locks, so that read is the one to decide with).
+_REVERSAL_TARGETS = text(
+    "SELECT o.operation_id, o.type, o.status, o.reversed, e.account_id, e.amount "
+    "FROM operations o LEFT JOIN entries e ON o.status = 'succeeded' "
+    "AND e.operation_id = o.operation_id AND e.bucket = 'posted' "
+    "WHERE o.operation_id = ANY(CAST(:ids AS varchar[])) ORDER BY o.operation_id, e.entry_id"
+)
+# The backstop under the rules: a reversed sum never passes what the
+# operation moved (its positive posted entries), whatever the caller decided.
+_RECORD_REVERSALS = text(
+    "UPDATE operations SET reversed = reversed + :amount, "
+    "reversals = COALESCE(reversals, CAST('{}' AS varchar[])) || CAST(:ids AS varchar[]) "
+    "WHERE operation_id = :target AND status = 'succeeded' AND reversed + :amount <= ("
+    "SELECT COALESCE(sum(amount), 0) FROM entries WHERE operation_id = :target "
+    "AND bucket = 'posted' AND amount > 0) RETURNING 1"
+)
 # A mark lost with a crash only has its events published again, which the
 # contract allows (at least once, every copy the same): its commit does not
 # wait for the disk. The publisher waited 2 ms for that flush after every
@@ -244,6 +268,10 @@ class SqlUnitOfWork:
         self._connection: Connection | None = None
         # When this transaction got its account locks (time.perf_counter), if it has.
         self._locks_taken_at: float | None = None
+        self.ledger = SqlLedger(self)
+        self.operations = SqlOperations(self)
+        self.outbox = SqlOutbox(self)
+        self.sweep = SqlSweep(self)
 
     def __enter__(self) -> SqlUnitOfWork:
         self._locks_taken_at = None
@@ -285,11 +313,31 @@ class SqlUnitOfWork:
         self.connection.commit()
         self._locks_released()
 
+    def locks_taken(self) -> None:
+        """The account locks are held from now until the transaction ends."""
+        if self._locks_taken_at is None:
+            self._locks_taken_at = time.perf_counter()
+
     def _locks_released(self) -> None:
         """The transaction ended (advisory transaction locks end with it): count how long."""
         if self._locks_taken_at is not None:
             metrics.ledger_locks_held.observe(time.perf_counter() - self._locks_taken_at)
             self._locks_taken_at = None
+
+
+class _OnConnection:
+    """One concern of a unit of work, on its transaction's connection."""
+
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self._uow = uow
+
+    @property
+    def connection(self) -> Connection:
+        return self._uow.connection
+
+
+class SqlOperations(_OnConnection):
+    """The operations' records (`ports.Operations`)."""
 
     def get_operation(
         self, operation_id: str, *, for_update: bool = False
@@ -336,101 +384,6 @@ class SqlUnitOfWork:
             },
         )
         return {batch_id: front for batch_id, front in rows if front is not None}
-
-    def get_holds(self, hold_ids: list[str], for_update: bool = False) -> dict[str, HoldState]:
-        if not hold_ids:
-            return {}
-        query = select(tables.holds).where(tables.holds.c.hold_id.in_(hold_ids))
-        if for_update:
-            query = query.order_by(tables.holds.c.hold_id).with_for_update()
-        return {row.hold_id: hold_from_row(row) for row in self.connection.execute(query)}
-
-    def save_holds(self, new: list[HoldState], changed: list[HoldState]) -> None:
-        holds = tables.holds
-        if new:
-            self.connection.execute(
-                insert(holds),
-                [
-                    {
-                        "hold_id": h.hold_id,
-                        "account_id": h.account_id,
-                        "destination_account_id": h.destination_account_id,
-                        "amount": h.amount,
-                        "captured": h.captured,
-                        "remaining": h.remaining,
-                        "status": h.status.value,
-                        "expires_at": h.expires_at,
-                        "created_at": h.created_at,
-                    }
-                    for h in new
-                ],
-            )
-        for hold in changed:
-            self.connection.execute(
-                update(holds)
-                .where(holds.c.hold_id == hold.hold_id)
-                .values(captured=hold.captured, remaining=hold.remaining, status=hold.status.value)
-            )
-
-    def lock_and_get_accounts(
-        self, account_ids: list[str], *, ledger_seqs: int
-    ) -> tuple[dict[str, AccountState], list[int]]:
-        keys = sorted({account_lock_key(a) for a in account_ids})
-        started = time.perf_counter()
-        try:
-            rows = self.connection.execute(
-                _LOCK_AND_GET_ACCOUNTS,
-                {"keys": int_array(keys), "ids": text_array(account_ids), "n": ledger_seqs},
-            )
-            taken = _accounts_and_seqs(rows)
-        finally:
-            # A wait that ran into `lock_wait_ms` is counted too: it is the one to see.
-            metrics.ledger_lock_wait.observe(time.perf_counter() - started)
-        if self._locks_taken_at is None:
-            self._locks_taken_at = time.perf_counter()
-        return taken
-
-    def write_batch(
-        self,
-        moves: dict[str, tuple[int, int]],
-        entries: list[Entry],
-        completed: list[OperationRecord],
-        events: list[Event],
-        created_at: datetime,
-    ) -> dict[str, tuple[int, int]]:
-        return batch_write.write_batch(
-            self.connection, moves, entries, completed, events, created_at
-        )
-
-    def create_account(self, account: NewAccount) -> tuple[dict[str, Any], bool]:
-        """Insert the account (and its currency's external account); True when new."""
-        accounts = tables.accounts
-        self.connection.execute(
-            pg_insert(accounts)
-            .values(
-                account_id=external_account_id(account.currency),
-                currency=account.currency,
-                is_external=True,
-            )
-            .on_conflict_do_nothing()
-        )
-        row = self.connection.execute(
-            pg_insert(accounts)
-            .values(
-                account_id=account.account_id,
-                currency=account.currency,
-                overdraft_limit=account.overdraft_limit,
-                metadata=account.metadata,
-            )
-            .on_conflict_do_nothing()
-            .returning(accounts)
-        ).first()
-        if row is not None:
-            return dict(row._mapping), True
-        row = self.connection.execute(
-            select(accounts).where(accounts.c.account_id == account.account_id)
-        ).one()
-        return dict(row._mapping), False
 
     def insert_operation(self, operation: Operation) -> tuple[OperationRecord, bool]:
         """Record an accepted operation as pending; the existing one when the id is taken."""
@@ -484,6 +437,145 @@ class SqlUnitOfWork:
             records.update(self.get_operations(missing))
         return records, created
 
+    def get_reversal_targets(self, operation_ids: list[str]) -> dict[str, ReversalTarget]:
+        rows = self.connection.execute(_REVERSAL_TARGETS, {"ids": text_array(operation_ids)})
+        postings: dict[str, list[Posting]] = {}
+        found: dict[str, tuple[str, str, int]] = {}
+        for operation_id, operation_type, status, reversed_sum, account_id, amount in rows:
+            found[operation_id] = (operation_type, status, reversed_sum)
+            moves = postings.setdefault(operation_id, [])
+            if account_id is not None:
+                moves.append(Posting(account_id, amount))
+        return {
+            operation_id: ReversalTarget(
+                operation_id,
+                OperationType(operation_type),
+                Status(status),
+                tuple(postings[operation_id]),
+                reversed_sum,
+            )
+            for operation_id, (operation_type, status, reversed_sum) in found.items()
+        }
+
+    def record_reversals(self, reversals: dict[str, list[tuple[str, int]]]) -> None:
+        for target_id, made in sorted(reversals.items()):
+            amount = sum(amount for _, amount in made)
+            updated = self.connection.execute(
+                _RECORD_REVERSALS,
+                {"target": target_id, "amount": amount, "ids": text_array(i for i, _ in made)},
+            ).all()
+            if len(updated) != 1:
+                raise InvalidData(f"operation {target_id}: reversed beyond its amount")
+
+
+class SqlLedger(_OnConnection):
+    """Accounts, holds, their locks and the batch's write (`ports.Ledger`)."""
+
+    def get_holds(self, hold_ids: list[str], for_update: bool = False) -> dict[str, HoldState]:
+        if not hold_ids:
+            return {}
+        query = select(tables.holds).where(tables.holds.c.hold_id.in_(hold_ids))
+        if for_update:
+            query = query.order_by(tables.holds.c.hold_id).with_for_update()
+        return {row.hold_id: hold_from_row(row) for row in self.connection.execute(query)}
+
+    def get_hold(self, hold_id: str, *, for_update: bool = False) -> HoldState | None:
+        query = select(tables.holds).where(tables.holds.c.hold_id == hold_id)
+        if for_update:
+            query = query.with_for_update()
+        row = self.connection.execute(query).first()
+        return hold_from_row(row) if row else None
+
+    def save_holds(self, new: list[HoldState], changed: list[HoldState]) -> None:
+        holds = tables.holds
+        if new:
+            self.connection.execute(
+                insert(holds),
+                [
+                    {
+                        "hold_id": h.hold_id,
+                        "account_id": h.account_id,
+                        "destination_account_id": h.destination_account_id,
+                        "amount": h.amount,
+                        "captured": h.captured,
+                        "remaining": h.remaining,
+                        "status": h.status.value,
+                        "expires_at": h.expires_at,
+                        "created_at": h.created_at,
+                    }
+                    for h in new
+                ],
+            )
+        for hold in changed:
+            self.connection.execute(
+                update(holds)
+                .where(holds.c.hold_id == hold.hold_id)
+                .values(captured=hold.captured, remaining=hold.remaining, status=hold.status.value)
+            )
+
+    def lock_and_get_accounts(
+        self, account_ids: list[str], *, ledger_seqs: int
+    ) -> tuple[dict[str, AccountState], list[int]]:
+        keys = sorted({account_lock_key(a) for a in account_ids})
+        started = time.perf_counter()
+        try:
+            rows = self.connection.execute(
+                _LOCK_AND_GET_ACCOUNTS,
+                {"keys": int_array(keys), "ids": text_array(account_ids), "n": ledger_seqs},
+            )
+            taken = _accounts_and_seqs(rows)
+        finally:
+            # A wait that ran into `lock_wait_ms` is counted too: it is the one to see.
+            metrics.ledger_lock_wait.observe(time.perf_counter() - started)
+        self._uow.locks_taken()
+        return taken
+
+    def write_batch(
+        self,
+        moves: dict[str, tuple[int, int]],
+        entries: list[Entry],
+        completed: list[OperationRecord],
+        events: list[Event],
+        created_at: datetime,
+    ) -> dict[str, tuple[int, int]]:
+        return batch_write.write_batch(
+            self.connection, moves, entries, completed, events, created_at
+        )
+
+    def create_account(self, account: NewAccount) -> tuple[dict[str, Any], bool]:
+        """Insert the account (and its currency's external account); True when new."""
+        accounts = tables.accounts
+        self.connection.execute(
+            pg_insert(accounts)
+            .values(
+                account_id=external_account_id(account.currency),
+                currency=account.currency,
+                is_external=True,
+            )
+            .on_conflict_do_nothing()
+        )
+        row = self.connection.execute(
+            pg_insert(accounts)
+            .values(
+                account_id=account.account_id,
+                currency=account.currency,
+                overdraft_limit=account.overdraft_limit,
+                metadata=account.metadata,
+            )
+            .on_conflict_do_nothing()
+            .returning(accounts)
+        ).first()
+        if row is not None:
+            return dict(row._mapping), True
+        row = self.connection.execute(
+            select(accounts).where(accounts.c.account_id == account.account_id)
+        ).one()
+        return dict(row._mapping), False
+
+
+class SqlOutbox(_OnConnection):
+    """The events waiting to be published (`ports.Outbox`)."""
+
     def unpublished_events(self, message_ids: list[str]) -> list[Event]:
         return outbox_reads.unpublished_events(self.connection, message_ids)
 
@@ -503,6 +595,10 @@ class SqlUnitOfWork:
 
     def prune_events(self, *, retention_days: int, limit: int) -> int:
         return event_feed.prune_events(self.connection, retention_days, limit)
+
+
+class SqlSweep(_OnConnection):
+    """What the periodic jobs look for (`ports.Sweep`)."""
 
     def mark_pending_resent(self, *, older_than_s: float, limit: int) -> list[tuple[str, int]]:
         operations = tables.operations
@@ -525,13 +621,6 @@ class SqlUnitOfWork:
             .returning(operations.c.operation_id, operations.c.resends)
         )
         return [(row.operation_id, row.resends) for row in rows]
-
-    def get_hold(self, hold_id: str, *, for_update: bool = False) -> HoldState | None:
-        query = select(tables.holds).where(tables.holds.c.hold_id == hold_id)
-        if for_update:
-            query = query.with_for_update()
-        row = self.connection.execute(query).first()
-        return hold_from_row(row) if row else None
 
     def due_hold_ids(self, *, limit: int) -> list[str]:
         holds = tables.holds

@@ -20,13 +20,17 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
+
+from billing import limits
+from billing.adapters.backlog import outbox_backlog, responses_depth
 
 
 def observe_many(histogram: Histogram, amounts: Iterable[float]) -> None:
@@ -118,24 +122,63 @@ ledger_locks_held = Histogram(
     buckets=LOCK_BUCKETS_S,
 )
 
+events_refused = Counter(
+    "billing_events_refused_total",
+    "Events the broker did not take (billing.responses full, or publishers blocked by a "
+    "resource alarm): each stays in the outbox and the relay publishes it later",
+)
+broker_blocked = Gauge(
+    "billing_broker_blocked",
+    "1 while the broker blocks this machine's event publishers (connection.blocked: a memory "
+    "or disk alarm; the API's and workers' task messages are blocked too), else 0",
+    multiprocess_mode="livemax",
+)
+broker_blocked_notices = Counter(
+    "billing_broker_blocked_notifications",
+    "connection.blocked notifications the event publishers received (resource alarms)",
+)
 
-class OutboxBacklog(Collector):
-    """Events recorded but not yet published, read from the database at scrape time."""
 
-    def __init__(self, engine: Engine) -> None:
+class EventBacklog(Collector):
+    """Where events wait, read at scrape time: unpublished in the outbox (how many, the
+    oldest's age) and unread in `billing.responses` (its depth)."""
+
+    def __init__(self, engine: Engine, broker_url: str | None, responses_queue: str) -> None:
         self._engine = engine
+        self._broker_url = broker_url
+        self._responses_queue = responses_queue
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        gauge = GaugeMetricFamily("billing_outbox_backlog", "Events waiting to be published")
+        backlog = GaugeMetricFamily(
+            "billing_outbox_backlog", "Events recorded and not yet published (the outbox)"
+        )
+        oldest = GaugeMetricFamily(
+            "billing_outbox_oldest_unpublished_age_seconds",
+            "How long the oldest unpublished event has waited (0 when none waits)",
+        )
         try:
-            with self._engine.connect() as connection:
-                backlog = connection.execute(
-                    text("SELECT count(*) FROM outbox_pending")
-                ).scalar_one()
-            gauge.add_metric([], float(backlog))
+            found = outbox_backlog(self._engine, count_max=limits.metrics_backlog_count_max)
+            backlog.add_metric([], float(found.events))
+            oldest.add_metric([], found.oldest_age_s)
         except Exception:
-            gauge.add_metric([], float("nan"))
-        yield gauge
+            backlog.add_metric([], float("nan"))
+            oldest.add_metric([], float("nan"))
+        yield backlog
+        yield oldest
+        if self._broker_url is None:
+            return
+        depth = GaugeMetricFamily(
+            "billing_responses_depth",
+            "Events ready in billing.responses, waiting for its consumer",
+        )
+        try:
+            ready = responses_depth(
+                self._broker_url, self._responses_queue, limits.broker_connect_timeout_s
+            )
+            depth.add_metric([], float(ready))
+        except Exception:
+            depth.add_metric([], float("nan"))
+        yield depth
 
 
 def metrics_dir() -> str | None:
@@ -152,8 +195,12 @@ def prepare_metrics_dir(path: str, *, wipe: bool) -> str:
     return str(directory)
 
 
-def render(engine: Engine | None = None) -> tuple[bytes, str]:
-    """The exposition of every process on this machine, and the outbox backlog."""
+def render(
+    engine: Engine | None = None,
+    broker_url: str | None = None,
+    responses_queue: str = "billing.responses",
+) -> tuple[bytes, str]:
+    """The exposition of every process on this machine, and where events wait."""
     directory = metrics_dir()
     if directory:
         registry = CollectorRegistry()
@@ -163,6 +210,6 @@ def render(engine: Engine | None = None) -> tuple[bytes, str]:
     output = generate_latest(registry)
     if engine is not None:
         backlog = CollectorRegistry()
-        backlog.register(OutboxBacklog(engine))
+        backlog.register(EventBacklog(engine, broker_url, responses_queue))
         output += generate_latest(backlog)
     return output, CONTENT_TYPE_LATEST

@@ -33,6 +33,8 @@ from billing.ports import Event
 from billing.representation import EVENT_SCHEMA_VERSION, OPERATION_FIELDS, Field, FieldKind
 
 _TIMESTAMP = '\'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"\''
+# A part of a concatenation: (True, text of a constant) or (False, an SQL expression).
+_Part = tuple[bool, str]
 
 
 def _timestamp(column: str) -> str:
@@ -56,12 +58,40 @@ def _error(code: str, message: str) -> str:
     )
 
 
-def _value(field: Field) -> str:
+def _integer(column: str) -> str:
+    return f"COALESCE(CAST({column} AS text), 'null')"
+
+
+def _strings(column: str) -> str:
+    return f"COALESCE(CAST(array_to_json({column}) AS text), '[]')"
+
+
+def _request(column: str) -> str:
+    return f"CAST({column} - 'metadata' AS text)"
+
+
+def _metadata(column: str) -> str:
+    return f"COALESCE(CAST({column} -> 'metadata' AS text), '{{}}')"
+
+
+_RENDER = {
+    FieldKind.string: _string,
+    FieldKind.timestamp: _timestamp,
+    FieldKind.json: _json,
+    FieldKind.integer: _integer,
+    FieldKind.strings: _strings,
+    FieldKind.request: _request,
+    FieldKind.metadata: _metadata,
+}
+
+
+def _value(field: Field) -> _Part:
+    if field.when_completed is not None:
+        return (True, field.when_completed)
     columns = [f"op.{column}" for column in field.columns]
     if field.kind is FieldKind.error:
-        return _error(*columns)
-    render = {FieldKind.string: _string, FieldKind.timestamp: _timestamp, FieldKind.json: _json}
-    return render[field.kind](columns[0])
+        return (False, _error(*columns))
+    return (False, _RENDER[field.kind](columns[0]))
 
 
 def _null(field: Field) -> str:
@@ -72,8 +102,13 @@ def _null(field: Field) -> str:
     return f"{column} IS NULL"
 
 
-# A part of a concatenation: (True, text of a constant) or (False, an SQL expression).
-_Part = tuple[bool, str]
+def _left_out(field: Field) -> str | None:
+    """The SQL condition that leaves the field out of a body, or None when it never is."""
+    conditions = [_null(field)] if field.absent_when_null else []
+    if field.types is not None:
+        listed = ", ".join(f"'{t}'" for t in sorted(field.types))
+        conditions.append(f"op.type NOT IN ({listed})")
+    return " OR ".join(conditions) or None
 
 
 def _joined(parts: list[_Part]) -> str:
@@ -104,10 +139,7 @@ def _body_of_operation() -> str:
     takes its comma with it (the last key must always be there).
     """
     # (key, its value, the SQL condition that leaves it out or None)
-    keys = [
-        (f.name, (False, _value(f)), _null(f) if f.absent_when_null else None)
-        for f in OPERATION_FIELDS
-    ]
+    keys = [(f.name, _value(f), _left_out(f)) for f in OPERATION_FIELDS]
     keys.append(("schema_version", (True, f"{EVENT_SCHEMA_VERSION:d}"), None))
     # The event's place in the feed (NULL, so no body, until it has one).
     keys.append(("event_seq", (False, "CAST(o.event_seq AS text)"), None))

@@ -112,6 +112,25 @@ def api_readiness(base_url: str, timeout_s: float) -> str:
         return "not answering yet"
 
 
+def api_waiting_events(base_url: str, timeout_s: float) -> str | None:
+    """What /readyz says of events waiting to be published: "" when none wait, a sentence
+    when some do, None when it does not say (the API or its database unreachable)."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/readyz", timeout=timeout_s) as answer:  # noqa: S310
+            events = json.loads(answer.read()).get("events")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(events, dict):
+        return None
+    if not events.get("waiting"):
+        return ""
+    return (
+        f"{events.get('outbox_backlog')} events wait unpublished, the oldest for "
+        f"{events.get('oldest_unpublished_age_s')} s: billing.responses is full (nobody "
+        "reads it) or the broker refuses them; they are kept and published once it takes them"
+    )
+
+
 def _readiness_checks(error: urllib.error.HTTPError) -> dict[str, Any]:
     try:
         checks = json.loads(error.read()).get("checks")

@@ -349,7 +349,7 @@ def _run_until_stopped(
     """Start the processes, print the banner once the API and worker answer, tend until Ctrl-C."""
     from billing.adapters import probes
     from billing.adapters.celery_client import make_celery_app
-    from billing.supervisor import Supervisor, wait_until_ready
+    from billing.supervisor import Supervisor, WaitingEventsWatch, wait_until_ready
 
     stopping = _stop_on_signals()
     supervisor = Supervisor(commands, env, ROOT, log_dir)
@@ -364,9 +364,11 @@ def _run_until_stopped(
         (f"the API at {api_url}/readyz", lambda: probes.api_readiness(api_url, timeout_s)),
         (f"the worker {worker_name} to answer a ping", worker_answers),
     ]
+    events = WaitingEventsWatch(lambda: probes.api_waiting_events(api_url, timeout_s))
     if wait_until_ready(supervisor, checks, stopping):
         click.echo(banner)
         while not stopping() and supervisor.tend():
+            events.check()
             time.sleep(limits.up_ready_poll_interval_s / 2)
     clean = supervisor.stop_all()
     if not stopping() or not clean:

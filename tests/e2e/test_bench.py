@@ -8,6 +8,7 @@ import sys
 
 from kombu import Connection, Producer
 
+from bench.grown import operations_recorded
 from bench.report import render
 from bench.suite import render_table
 from billing.adapters.events import Topology
@@ -268,3 +269,39 @@ def test_bench_refuses_to_read_billing_responses_while_another_client_consumes_t
     assert "billing.responses has another consumer" in finished.stderr, finished.stderr
     assert "--events own" in finished.stderr
     assert finished.stdout == ""
+
+
+def test_bench_suite_grows_the_ledger_then_runs_on_it_with_billing_responses_unread(
+    settings: Settings, api_url: str, client: stack.Client, workers: Workers
+) -> None:
+    target = operations_recorded(settings) + 2_000
+    finished = billing(
+        settings,
+        api_url,
+        "bench-suite",
+        "--only",
+        "grown",
+        "--duration",
+        "1",
+        "--accounts",
+        "20",
+        "--grown-ledger",
+        str(target),
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    report = json.loads(finished.stdout)
+
+    grown = report["grown_ledger"]
+    assert grown["operations"] >= target and grown["grow_runs"] == 1
+    state = grown["state_after"]
+    assert state["autovacuum"] in ("on", "off")
+    assert isinstance(state["responses_depth"], int) and state["outbox_backlog"] >= 0
+    assert state["broker_memory"]
+    uniform, latency = grown["runs"]
+    assert (uniform["scenario"], latency["scenario"]) == ("grown-uniform", "grown-latency")
+    for run in grown["runs"]:
+        # Nobody reads billing.responses: each run reads its outcomes from its own queue.
+        assert run["events"] == "own"
+        assert run["ok"] is True and run["pending"] == 0 and run["audit"]["passed"] is True
+    assert report["runs"] == [] and "share_of_fresh" not in uniform  # no fresh run before
+    assert "grown ledger:" in render_table(report)

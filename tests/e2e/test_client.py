@@ -98,6 +98,21 @@ def test_credit_debit_and_transfer_make_their_own_ids_and_wait_returns_the_outco
     assert len({credit.operation_id, debit.operation_id, transfer.operation_id}) == 3
 
 
+def test_a_reversal_moves_a_transfer_back_and_a_second_one_beyond_it_fails(
+    sdk: Client, new_id: Any
+) -> None:
+    alice, bob = new_id("alice"), new_id("bob")
+    funded(sdk, alice, 100)
+    sdk.create_account(bob, "USD")
+    transfer = sdk.wait(sdk.transfer(alice, bob, 100).operation_id)
+    refund = sdk.wait(sdk.reverse(transfer.operation_id, amount=60, metadata={"r": 1}).operation_id)
+    assert refund.succeeded and refund.balances[bob].posted == 40
+    assert refund.raw["metadata"] == {"r": 1}
+    over = sdk.wait(sdk.reverse(transfer.operation_id, amount=41).operation_id)
+    assert over.error is not None and over.error.code is ErrorCode.amount_exceeds_reversible
+    assert sdk.operation(transfer.operation_id).raw["reversed"] == 60
+
+
 def test_a_debit_over_the_available_money_fails_with_insufficient_funds_as_a_value(
     sdk: Client, new_id: Any
 ) -> None:

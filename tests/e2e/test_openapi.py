@@ -37,6 +37,7 @@ CONFLICTING_POSTS = {
     "/v1/holds": "idempotency_conflict",
     "/v1/holds/{hold_id}/capture": "idempotency_conflict",
     "/v1/holds/{hold_id}/release": "idempotency_conflict",
+    "/v1/reversals": "idempotency_conflict",
 }
 UNDOCUMENTED_METHODS = {"HEAD", "OPTIONS"}
 

@@ -19,8 +19,8 @@ def engine(workerless_engine: Any) -> Any:
 
 def test_the_accounts_that_exist_and_as_many_ascending_numbers_as_asked(engine: Any) -> None:
     with SqlUnitOfWork(engine) as uow:
-        accounts, seqs = uow.lock_and_get_accounts(["alice", "bob", "nobody"], ledger_seqs=5)
-        _, later = uow.lock_and_get_accounts(["alice"], ledger_seqs=2)
+        accounts, seqs = uow.ledger.lock_and_get_accounts(["alice", "bob", "nobody"], ledger_seqs=5)
+        _, later = uow.ledger.lock_and_get_accounts(["alice"], ledger_seqs=2)
 
     assert sorted(accounts) == ["alice", "bob"]
     assert (accounts["alice"].currency, accounts["alice"].posted) == ("USD", 0)
@@ -30,8 +30,8 @@ def test_the_accounts_that_exist_and_as_many_ascending_numbers_as_asked(engine: 
 
 def test_no_numbers_asked_and_no_account_found(engine: Any) -> None:
     with SqlUnitOfWork(engine) as uow:
-        assert uow.lock_and_get_accounts(["nobody"], ledger_seqs=0) == ({}, [])
-        accounts, seqs = uow.lock_and_get_accounts([], ledger_seqs=1)
+        assert uow.ledger.lock_and_get_accounts(["nobody"], ledger_seqs=0) == ({}, [])
+        accounts, seqs = uow.ledger.lock_and_get_accounts([], ledger_seqs=1)
     assert accounts == {} and len(seqs) == 1
 
 
@@ -40,19 +40,19 @@ def test_the_numbers_are_taken_once_the_locks_are_held(engine: Any) -> None:
     and after a transaction on other accounts that began while it waited."""
     first = SqlUnitOfWork(engine)
     with first:
-        _, (first_seq,) = first.lock_and_get_accounts(["alice"], ledger_seqs=1)
+        _, (first_seq,) = first.ledger.lock_and_get_accounts(["alice"], ledger_seqs=1)
         waited: list[int] = []
 
         def wait_for_alice() -> None:
             with SqlUnitOfWork(engine) as uow:
-                waited.extend(uow.lock_and_get_accounts(["alice"], ledger_seqs=1)[1])
+                waited.extend(uow.ledger.lock_and_get_accounts(["alice"], ledger_seqs=1)[1])
 
         waiter = threading.Thread(target=wait_for_alice)
         waiter.start()
         time.sleep(0.3)  # the waiter is now blocked on alice's lock
         assert waited == []
         with SqlUnitOfWork(engine) as other:
-            _, (other_seq,) = other.lock_and_get_accounts(["bob"], ledger_seqs=1)
+            _, (other_seq,) = other.ledger.lock_and_get_accounts(["bob"], ledger_seqs=1)
         first.commit()
     waiter.join(timeout=10)
 
@@ -72,11 +72,11 @@ def test_the_wait_for_the_locks_and_the_time_they_were_held_are_measured(engine:
     before = {name: sample(name) for name in names}
     holder = SqlUnitOfWork(engine)
     with holder:
-        holder.lock_and_get_accounts(["alice"], ledger_seqs=0)
+        holder.ledger.lock_and_get_accounts(["alice"], ledger_seqs=0)
 
         def wait_for_alice() -> None:
             with SqlUnitOfWork(engine) as uow:  # rolled back: its hold ends there
-                uow.lock_and_get_accounts(["alice"], ledger_seqs=0)
+                uow.ledger.lock_and_get_accounts(["alice"], ledger_seqs=0)
 
         waiter = threading.Thread(target=wait_for_alice)
         waiter.start()

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from billing import feed, service
 from billing.adapters import audit, event_feed, jsoncodec, outbox_reads
-from billing.adapters.ledger_db import SqlUnitOfWork
+from billing.adapters.ledger_db import SqlOutbox, SqlUnitOfWork
 from billing.domain import Operation, OperationType
 from billing.ports import Event
 
@@ -68,7 +68,7 @@ def test_a_number_given_while_an_earlier_numbering_is_uncommitted_is_never_read_
     credit(engine, "first", "second")
     first = SqlUnitOfWork(engine)
     with first:
-        first.number_events(["first"])
+        first.outbox.number_events(["first"])
         second_pid: list[int] = []
         second_done = threading.Event()
 
@@ -77,7 +77,7 @@ def test_a_number_given_while_an_earlier_numbering_is_uncommitted_is_never_read_
                 second_pid.append(
                     second.connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
                 )
-                second.number_events(["second"])
+                second.outbox.number_events(["second"])
                 second.commit()
             second_done.set()
 
@@ -100,11 +100,11 @@ def test_a_numbering_that_rolls_back_gives_its_numbers_back(workerless_engine: A
     engine = workerless_engine
     credit(engine, "a", "b")
     with SqlUnitOfWork(engine) as uow:
-        assert uow.number_events(["a"]) == 1
+        assert uow.outbox.number_events(["a"]) == 1
         # Not committed: rolled back.
     with SqlUnitOfWork(engine) as uow:
-        assert uow.number_events(["b", "a", "b"]) == 2
-        assert uow.number_events(["a", "b"]) == 0  # numbered once only
+        assert uow.outbox.number_events(["b", "a", "b"]) == 2
+        assert uow.outbox.number_events(["a", "b"]) == 0  # numbered once only
         uow.commit()
     assert [(e.event_seq, e.message_id) for e in read_raw(engine, 0)] == [(1, "a"), (2, "b")]
     assert audit.run_audit(engine) == []
@@ -182,13 +182,15 @@ def test_pruning_takes_the_oldest_published_events_in_small_transactions_and_sto
         )
     deleted: list[int] = []
 
-    class CountingUnitOfWork(SqlUnitOfWork):
+    class CountingOutbox(SqlOutbox):
         def prune_events(self, *, retention_days: int, limit: int) -> int:
             deleted.append(super().prune_events(retention_days=retention_days, limit=limit))
             return deleted[-1]
 
+    uow = SqlUnitOfWork(engine)
+    uow.outbox = CountingOutbox(uow)
     pruned = service.prune_events(
-        CountingUnitOfWork(engine), retention_days=30, rows_per_transaction=3, transactions_max=10
+        uow, retention_days=30, rows_per_transaction=3, transactions_max=10
     )
     assert pruned == 4 and deleted == [3, 1]
     assert [e.message_id for e in read_raw(engine, 0)] == ["c5", "c6", "c7"]

@@ -117,9 +117,9 @@ def test_an_outcome_body_is_rendered_with_what_json_escapes_and_big_numbers_inta
             )
 
     with SqlUnitOfWork(engine) as uow:
-        uow.number_events(["x1", "x2"])
+        uow.outbox.number_events(["x1", "x2"])
         uow.commit()
-        events = uow.unpublished_events(["x1", "x2"])
+        events = uow.outbox.unpublished_events(["x1", "x2"])
     assert [e.message_id for e in events] == ["x1", "x2"]
     for event in events:
         assert published_as_the_api_shows_it(engine, event)
@@ -255,9 +255,9 @@ def test_marking_events_published_does_not_wait_for_the_disk_and_the_ledger_stil
     service.apply_operations(["c1"], SqlUnitOfWork(engine))
     uow = SqlUnitOfWork(engine)
     with uow:
-        uow.number_events(["c1"])
-        events = uow.unpublished_events(["c1"])
-        uow.mark_events_published(events)
+        uow.outbox.number_events(["c1"])
+        events = uow.outbox.unpublished_events(["c1"])
+        uow.outbox.mark_events_published(events)
         # A lost mark only publishes its events again: the commit need not wait.
         setting = text("SELECT current_setting('synchronous_commit')")
         assert uow.connection.execute(setting).scalar_one() == "off"

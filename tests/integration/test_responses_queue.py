@@ -1,4 +1,4 @@
-"""`billing.responses` is a quorum queue; a classic one an older release declared still works."""
+"""`billing.responses` is a bounded quorum queue; one an older release declared still works."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import amqp.exceptions
 import pytest
 from kombu import Connection, pools
 
-from billing.adapters.events import EventPublisher, Topology
+from billing.adapters.events import EventPublisher, Topology, responses_arguments
 from billing.config import Settings
 from billing.ports import Event
 from tests.support import stack
@@ -56,12 +56,14 @@ def test_a_new_deployment_declares_the_responses_queue_as_a_quorum_queue(
     topology = Topology(settings)
     with Connection(settings.broker_url) as connection:
         topology.declare(connection)
-        assert takes_declaration(connection, topology.responses.name, QUORUM)
+        assert takes_declaration(connection, topology.responses.name, responses_arguments(settings))
     assert publish_and_count(settings, topology) == 1
 
 
 @pytest.mark.parametrize(
-    "arguments", [None, {"x-queue-version": 2}], ids=["classic version 1", "classic version 2"]
+    "arguments",
+    [None, {"x-queue-version": 2}, QUORUM],
+    ids=["classic version 1", "classic version 2", "quorum without a bound"],
 )
 def test_a_responses_queue_an_older_release_declared_is_kept_and_still_gets_events(
     settings: Settings, arguments: dict[str, Any] | None
@@ -74,7 +76,9 @@ def test_a_responses_queue_an_older_release_declared_is_kept_and_still_gets_even
         )
         topology.declare(connection)
         assert takes_declaration(connection, topology.responses.name, arguments)
-        assert not takes_declaration(connection, topology.responses.name, QUORUM)
+        assert not takes_declaration(
+            connection, topology.responses.name, responses_arguments(settings)
+        )
     assert publish_and_count(settings, topology) == 1
 
 
@@ -96,7 +100,7 @@ def test_an_older_releases_queue_deleted_under_a_publisher_comes_back_as_a_quoru
     finally:
         publisher.close_connection()
     with Connection(settings.broker_url) as connection:
-        assert takes_declaration(connection, topology.responses.name, QUORUM)
+        assert takes_declaration(connection, topology.responses.name, responses_arguments(settings))
         assert connection.channel().queue_declare(topology.responses.name, passive=True)[1] == 1
 
 

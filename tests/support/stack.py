@@ -59,6 +59,8 @@ def environment(settings: Settings) -> dict[str, str]:
         BILLING_API_TOKENS=",".join(settings.api_tokens),
         BILLING_AMQP_PREFIX=settings.amqp_prefix,
         BILLING_FLOWER_AUTH=settings.flower_auth,
+        BILLING_RESPONSES_MAX_EVENTS=str(settings.responses_max_events),
+        BILLING_RESPONSES_MAX_BYTES=str(settings.responses_max_bytes),
         BILLING_METRICS_DIR=str(LOGS / f"metrics-{settings.amqp_prefix}"),
         PYTHONUNBUFFERED="1",
     )

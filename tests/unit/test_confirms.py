@@ -36,3 +36,21 @@ def test_the_count_is_that_of_the_set_of_confirmed_tags(acks: list[tuple[int, bo
         confirms.ack(tag, multiple)
         confirmed |= set(range(1, tag + 1)) if multiple else {tag}
         assert confirms.unconfirmed(40) == 40 - len(confirmed)
+
+
+def test_a_multiple_nack_refuses_only_the_tags_not_confirmed_before_it() -> None:
+    confirms = Confirms()
+    confirms.ack(2, multiple=True)
+    confirms.ack(4, multiple=False)
+    confirms.nack(5, multiple=True)
+    assert confirms.unconfirmed(6) == 1
+    assert confirms.take_refused(1, 6) == {3, 5}
+    assert confirms.take_refused(1, 6) == set()
+
+
+def test_a_single_nack_refuses_its_tag_alone() -> None:
+    confirms = Confirms()
+    confirms.nack(2, multiple=False)
+    confirms.ack(3, multiple=True)
+    assert confirms.unconfirmed(3) == 0
+    assert confirms.take_refused(1, 3) == {2}

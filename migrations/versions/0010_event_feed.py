@@ -14,16 +14,16 @@ The index on `event_seq` serves the feed and the pruning of the oldest
 events. Events already in the outbox are numbered here in the order they
 were recorded.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-06
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
