@@ -130,13 +130,16 @@ def test_the_event_of_a_reversed_operation_stays_as_it_completed(workerless_engi
     run(engine, "r", OperationType.reversal, reverses="c", amount=5, metadata={"why": "refund"})
 
     with SqlUnitOfWork(engine) as uow:
+        uow.outbox.number_events(["c", "r"])
         events = {e.message_id: e for e in uow.outbox.unpublished_events(["c", "r"])}
     credit = json.loads(jsoncodec.text_of(events["c"].body))
     assert (credit["reversed"], credit["reversals"], credit["metadata"]) == (0, [], {"k": [1]})
     assert credit["request"] == {"account_id": "alice", "amount": 500}
-    assert credit == {**shown(engine, "c"), "reversed": 0, "reversals": [], "schema_version": 1}
+    envelope = {"schema_version": 1}
+    expected = {**shown(engine, "c"), "reversed": 0, "reversals": [], "event_seq": 1}
+    assert credit == {**expected, **envelope}
     reversal = json.loads(jsoncodec.text_of(events["r"].body))
-    assert reversal == {**shown(engine, "r"), "schema_version": 1}
+    assert reversal == {**shown(engine, "r"), "event_seq": 2, **envelope}
     assert reversal["metadata"] == {"why": "refund"} and "reversed" not in reversal
 
 
