@@ -8,7 +8,6 @@ repeat with the operation as it stands.
 
 from __future__ import annotations
 
-import random
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -17,8 +16,9 @@ from typing import Any, TypeVar
 import requests
 
 from billing_client import limits
-from billing_client.errors import ApiError, UnavailableError, WaitTimeout, api_error
+from billing_client.errors import WaitTimeout
 from billing_client.models import Account, BatchItem, Entry, Hold, Operation, Status
+from billing_client.transport import Transport
 
 T = TypeVar("T")
 
@@ -46,14 +46,12 @@ class Client:
         timeout_s: float = limits.request_timeout_s,
         session: requests.Session | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
-        self.attempts_max = attempts_max
-        self.timeout_s = timeout_s
-        self._session = session or requests.Session()
-        self._session.headers["Authorization"] = f"Bearer {token}"
+        self._http = Transport(
+            url, token, attempts_max=attempts_max, timeout_s=timeout_s, session=session
+        )
 
     def close(self) -> None:
-        self._session.close()
+        self._http.close()
 
     def __enter__(self) -> Client:
         return self
@@ -77,10 +75,10 @@ class Client:
             body["overdraft_limit"] = overdraft_limit
         if metadata is not None:
             body["metadata"] = dict(metadata)
-        return Account.from_json(self._request("POST", "/v1/accounts", json=body))
+        return Account.from_json(self._http.request("POST", "/v1/accounts", json=body))
 
     def account(self, account_id: str) -> Account:
-        return Account.from_json(self._request("GET", f"/v1/accounts/{account_id}"))
+        return Account.from_json(self._http.request("GET", f"/v1/accounts/{account_id}"))
 
     def entries(
         self, account_id: str, *, page_size: int = limits.page_size_default
@@ -109,7 +107,7 @@ class Client:
         cursor: str | None = None
         while True:
             query = {**params, "limit": page_size, **({"cursor": cursor} if cursor else {})}
-            page = self._request("GET", path, params=query)
+            page = self._http.request("GET", path, params=query)
             for item in page["items"]:
                 yield parse(item)
             cursor = page.get("next_cursor")
@@ -205,15 +203,15 @@ class Client:
             {**item, "operation_id": item.get("operation_id") or new_operation_id()}
             for item in operations
         ]
-        answer = self._request("POST", "/v1/operations/batch", json={"operations": items})
+        answer = self._http.request("POST", "/v1/operations/batch", json={"operations": items})
         return [BatchItem.from_json(item) for item in answer["items"]]
 
     def _submit(self, path: str, operation_id: str | None, **fields: Any) -> Operation:
         body = {"operation_id": operation_id or new_operation_id(), **fields}
-        return Operation.from_json(self._request("POST", path, json=body))
+        return Operation.from_json(self._http.request("POST", path, json=body))
 
     def operation(self, operation_id: str) -> Operation:
-        return Operation.from_json(self._request("GET", f"/v1/operations/{operation_id}"))
+        return Operation.from_json(self._http.request("GET", f"/v1/operations/{operation_id}"))
 
     def wait(self, operation_id: str, timeout_s: float = limits.wait_default_s) -> Operation:
         """The operation once it is terminal (succeeded, or failed with its `error`).
@@ -226,7 +224,7 @@ class Client:
             remaining_s = max(0.0, deadline - time.monotonic())
             wait_s = min(remaining_s, limits.operation_wait_max_s)
             operation = Operation.from_json(
-                self._request(
+                self._http.request(
                     "GET",
                     f"/v1/operations/{operation_id}",
                     params={"wait": round(wait_s, 3)},
@@ -237,60 +235,3 @@ class Client:
                 return operation
             if time.monotonic() >= deadline:
                 raise WaitTimeout(operation, timeout_s)
-
-    # Transport
-
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-        extra_timeout_s: float = 0,
-    ) -> Any:
-        """Send a request, again with the same body after a connection error or a 503."""
-        for attempt in range(1, self.attempts_max + 1):
-            last = attempt == self.attempts_max
-            try:
-                response = self._session.request(
-                    method,
-                    self.url + path,
-                    json=json,
-                    params=params,
-                    timeout=self.timeout_s + extra_timeout_s,
-                )
-            except (requests.ConnectionError, requests.Timeout) as error:
-                if last:
-                    raise UnavailableError(None, "unavailable", str(error)) from error
-                time.sleep(_backoff_s(attempt))
-                continue
-            if response.status_code == 503 and not last:
-                time.sleep(max(_backoff_s(attempt), _retry_after_s(response)))
-                continue
-            if response.status_code >= 400:
-                raise _error_of(response)
-            return response.json()
-        raise AssertionError("unreachable: the last attempt returns or raises")
-
-
-def _backoff_s(attempt: int) -> float:
-    """The pause after the `attempt`th try: doubling, capped, with jitter so clients spread out."""
-    ceiling_s = min(limits.retry_backoff_initial_s * 2 ** (attempt - 1), limits.retry_backoff_max_s)
-    return ceiling_s * random.uniform(0.5, 1.0)
-
-
-def _retry_after_s(response: requests.Response) -> float:
-    try:
-        return min(float(response.headers.get("Retry-After", 0)), limits.retry_backoff_max_s)
-    except ValueError:
-        return 0.0
-
-
-def _error_of(response: requests.Response) -> ApiError:
-    try:
-        error = response.json()["error"]
-        code, message = error["code"], error["message"]
-        return api_error(response.status_code, code, message, error.get("details"))
-    except (ValueError, KeyError, TypeError):
-        return ApiError(response.status_code, "unexpected_response", response.text[:200])
