@@ -1,4 +1,4 @@
-"""The HTTP client: one method per operation, accounts, pages as iterators, and `wait`.
+"""The HTTP client: one method per operation, accounts, and `wait` (the reads in reads.py).
 
 Every operation carries an `operation_id`, made here when the caller gives
 none, so a request that meets a connection error or a 503 can be sent again
@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import requests
 
 from billing_client import limits
 from billing_client.errors import WaitTimeout
-from billing_client.models import Account, BatchItem, Entry, Hold, Operation, Status
+from billing_client.models import Account, BatchItem, Operation, Status
+from billing_client.reads import Reads
 from billing_client.transport import Transport
-
-T = TypeVar("T")
 
 
 def new_operation_id() -> str:
@@ -28,7 +27,7 @@ def new_operation_id() -> str:
     return f"op-{uuid.uuid4().hex}"
 
 
-class Client:
+class Client(Reads):
     """A client of the billing service's HTTP API.
 
     >>> client = Client("http://127.0.0.1:8000", token)
@@ -80,48 +79,32 @@ class Client:
     def account(self, account_id: str) -> Account:
         return Account.from_json(self._http.request("GET", f"/v1/accounts/{account_id}"))
 
-    def entries(
-        self, account_id: str, *, page_size: int = limits.page_size_default
-    ) -> Iterator[Entry]:
-        """The account's ledger entries, newest first, fetched page by page as they are read."""
-        return self._pages(f"/v1/accounts/{account_id}/entries", {}, page_size, Entry.from_json)
+    # Operations: each returns the operation as accepted (pending), or as it
+    # stands when the same operation_id was accepted before. `metadata` (a JSON
+    # object, at most 4 KiB) is kept with the operation and returned in it and
+    # its events; it is part of the body a repeated operation_id is compared with.
 
-    def holds(
+    def credit(
         self,
         account_id: str,
+        amount: int,
         *,
-        status: str | None = None,
-        page_size: int = limits.page_size_default,
-    ) -> Iterator[Hold]:
-        """The account's holds, newest first, optionally only those of one status."""
-        params = {"status": status} if status else {}
-        return self._pages(f"/v1/accounts/{account_id}/holds", params, page_size, Hold.from_json)
+        metadata: Mapping[str, Any] | None = None,
+        operation_id: str | None = None,
+    ) -> Operation:
+        fields = {"account_id": account_id, "amount": amount}
+        return self._submit("/v1/credits", operation_id, metadata, **fields)
 
-    def _pages(
+    def debit(
         self,
-        path: str,
-        params: dict[str, Any],
-        page_size: int,
-        parse: Callable[[dict[str, Any]], T],
-    ) -> Iterator[T]:
-        cursor: str | None = None
-        while True:
-            query = {**params, "limit": page_size, **({"cursor": cursor} if cursor else {})}
-            page = self._http.request("GET", path, params=query)
-            for item in page["items"]:
-                yield parse(item)
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return
-
-    # Operations: each returns the operation as accepted (pending), or as it
-    # stands when the same operation_id was accepted before.
-
-    def credit(self, account_id: str, amount: int, *, operation_id: str | None = None) -> Operation:
-        return self._submit("/v1/credits", operation_id, account_id=account_id, amount=amount)
-
-    def debit(self, account_id: str, amount: int, *, operation_id: str | None = None) -> Operation:
-        return self._submit("/v1/debits", operation_id, account_id=account_id, amount=amount)
+        account_id: str,
+        amount: int,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        operation_id: str | None = None,
+    ) -> Operation:
+        fields = {"account_id": account_id, "amount": amount}
+        return self._submit("/v1/debits", operation_id, metadata, **fields)
 
     def transfer(
         self,
@@ -129,11 +112,13 @@ class Client:
         destination_account_id: str,
         amount: int,
         *,
+        metadata: Mapping[str, Any] | None = None,
         operation_id: str | None = None,
     ) -> Operation:
         return self._submit(
             "/v1/transfers",
             operation_id,
+            metadata,
             source_account_id=source_account_id,
             destination_account_id=destination_account_id,
             amount=amount,
@@ -146,6 +131,7 @@ class Client:
         *,
         destination_account_id: str | None = None,
         expires_in_s: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
         operation_id: str | None = None,
     ) -> Operation:
         """Block money; the hold's id is the operation id. With a destination, a two-phase
@@ -155,7 +141,7 @@ class Client:
             fields["destination_account_id"] = destination_account_id
         if expires_in_s is not None:
             fields["expires_in"] = expires_in_s
-        return self._submit("/v1/holds", operation_id, **fields)
+        return self._submit("/v1/holds", operation_id, metadata, **fields)
 
     def capture(
         self,
@@ -163,6 +149,7 @@ class Client:
         *,
         amount: int | None = None,
         final: bool | None = None,
+        metadata: Mapping[str, Any] | None = None,
         operation_id: str | None = None,
     ) -> Operation:
         """Take `amount` (default: all that remains) of a hold; `final=False` keeps it active."""
@@ -171,10 +158,16 @@ class Client:
             fields["amount"] = amount
         if final is not None:
             fields["final"] = final
-        return self._submit(f"/v1/holds/{hold_id}/capture", operation_id, **fields)
+        return self._submit(f"/v1/holds/{hold_id}/capture", operation_id, metadata, **fields)
 
-    def release(self, hold_id: str, *, operation_id: str | None = None) -> Operation:
-        return self._submit(f"/v1/holds/{hold_id}/release", operation_id)
+    def release(
+        self,
+        hold_id: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        operation_id: str | None = None,
+    ) -> Operation:
+        return self._submit(f"/v1/holds/{hold_id}/release", operation_id, metadata)
 
     def reverse(
         self,
@@ -189,9 +182,7 @@ class Client:
         fields: dict[str, Any] = {"reverses": reverses}
         if amount is not None:
             fields["amount"] = amount
-        if metadata is not None:
-            fields["metadata"] = dict(metadata)
-        return self._submit("/v1/reversals", operation_id, **fields)
+        return self._submit("/v1/reversals", operation_id, metadata, **fields)
 
     def batch(self, operations: Sequence[Mapping[str, Any]]) -> list[BatchItem]:
         """Submit operations (`{"type": "credit", "account_id": ..., ...}`) in one request.
@@ -206,8 +197,16 @@ class Client:
         answer = self._http.request("POST", "/v1/operations/batch", json={"operations": items})
         return [BatchItem.from_json(item) for item in answer["items"]]
 
-    def _submit(self, path: str, operation_id: str | None, **fields: Any) -> Operation:
+    def _submit(
+        self,
+        path: str,
+        operation_id: str | None,
+        metadata: Mapping[str, Any] | None,
+        **fields: Any,
+    ) -> Operation:
         body = {"operation_id": operation_id or new_operation_id(), **fields}
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
         return Operation.from_json(self._http.request("POST", path, json=body))
 
     def operation(self, operation_id: str) -> Operation:
