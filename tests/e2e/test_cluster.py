@@ -71,21 +71,22 @@ def cluster_stack() -> Iterator[ClusterStack]:
         cluster.start()
         stack.prepare_database(settings)
         # The first worker, on the first node, declares the task queues, so
-        # their leaders are there; the second prefers the second node.
+        # their leaders are there (it is ready before anything else starts);
+        # the second prefers the second node, and starts while the API does.
         for i in range(2):
             worker = replace(settings, broker_url=cluster.url_from(i))
-            running.processes.append(stack.start_worker(worker, f"cw{i + 1}"))
+            running.processes.append(stack.start_worker(worker, f"cw{i + 1}", wait=i == 0))
         port = stack.free_port()
         api = replace(settings, broker_url=cluster.url_from(2))
         running.processes.append(stack.start_api(api, port))
+        stack.wait_ready(running.processes[1])
         running.processes.append(
             stack.start_beat(replace(settings, broker_url=cluster.url_from(1)))
         )
         running.base_url = f"http://127.0.0.1:{port}"
         yield running
     finally:
-        for process in running.processes:
-            process.stop()
+        stack.stop_all(running.processes)
         cluster.remove()
         stack.drop_database(settings)
 

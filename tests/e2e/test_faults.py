@@ -54,15 +54,17 @@ def faulty_stack() -> Any:
         postgres.create()
         rabbit.start()
         stack.prepare_database(settings)
+        # The workers start while the API does: each takes seconds to be ready.
+        workers = [stack.start_worker(settings, f"fw{i}", wait=False) for i in range(3)]
+        processes.extend(workers)
         port = stack.free_port()
         processes.append(stack.start_api(settings, port))
-        workers = [stack.start_worker(settings, f"fw{i}") for i in range(3)]
-        processes.extend(workers)
+        for worker in workers:
+            stack.wait_ready(worker)
         processes.append(stack.start_beat(settings))
         yield settings, postgres, rabbit, f"http://127.0.0.1:{port}", workers, processes
     finally:
-        for process in processes:
-            process.stop()
+        stack.stop_all(processes)
         rabbit.remove()
         postgres.drop()
 
