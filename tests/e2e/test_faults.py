@@ -51,8 +51,10 @@ def faulty_stack() -> Any:
     )
     processes: list[stack.Process] = []
     try:
-        postgres.create()
-        rabbit.start()
+        # Each takes seconds to start, and neither needs the other.
+        with ThreadPoolExecutor(2) as pool:
+            for started in [pool.submit(postgres.create), pool.submit(rabbit.start)]:
+                started.result()
         stack.prepare_database(settings)
         # The workers start while the API does: each takes seconds to be ready.
         workers = [stack.start_worker(settings, f"fw{i}", wait=False) for i in range(3)]
@@ -65,8 +67,10 @@ def faulty_stack() -> Any:
         yield settings, postgres, rabbit, f"http://127.0.0.1:{port}", workers, processes
     finally:
         stack.stop_all(processes)
-        rabbit.remove()
-        postgres.drop()
+        with ThreadPoolExecutor(2) as pool:
+            removed = [pool.submit(rabbit.remove), pool.submit(postgres.drop)]
+        for done in removed:
+            done.result()
 
 
 class Plan:
