@@ -375,8 +375,11 @@ def test_the_events_helper_reads_billing_responses_as_typed_events(
 ) -> None:
     account_id = new_id("evented")
     sdk.create_account(account_id, "USD")
-    credit = sdk.credit(account_id, 42)
     with EventConsumer(settings.broker_url, prefix=settings.amqp_prefix) as consumer:
+        # The events of the tests before this one are taken (and acknowledged) first:
+        # there may be thousands, ahead of this test's event.
+        consumer.consume(lambda _: None, idle_timeout_s=0.5)
+        credit = sdk.credit(account_id, 42)
         seen = consume_until(
             consumer,
             lambda e: (
