@@ -119,6 +119,7 @@ task_routes = {
     "billing.expire_holds": _periodic,
     "billing.relay_outbox": _periodic,
     "billing.resend_pending": _periodic,
+    "billing.prune_outbox": _periodic,
 }
 task_default_queue = tasks_queue.name
 task_default_exchange = tasks_exchange.name
@@ -174,5 +175,10 @@ beat_schedule = {
         "options": {
             "expires": limits.pending_sweep_interval_s * limits.periodic_run_expires_intervals
         },
+    },
+    "prune-outbox": {
+        "task": "billing.prune_outbox",
+        "schedule": float(limits.outbox_prune_interval_s),
+        "options": {"expires": limits.outbox_prune_interval_s * 3},
     },
 }

@@ -9,7 +9,7 @@ from flask_smorest import Api
 from flask_swagger_ui import get_swaggerui_blueprint
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from api import accounts, health, holds, observability, operations
+from api import accounts, events, health, holds, observability, operations, reads
 from api.auth import require_token
 from api.context import FastJSONProvider
 from api.errors import register_error_handlers
@@ -75,6 +75,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     api.register_blueprint(accounts.blp)
     api.register_blueprint(operations.blp)
     api.register_blueprint(holds.blp)
+    api.register_blueprint(reads.blp)
+    api.register_blueprint(events.blp)
     api.register_blueprint(health.blp)
     api.register_blueprint(observability.blp)
     # The API reference page, with Swagger UI's JavaScript and CSS served from the

@@ -1,4 +1,4 @@
-"""Accounts over HTTP: create, read, and the ledger entries of one account."""
+"""Accounts over HTTP: create, list, read, and the ledger entries of one account."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from marshmallow import RAISE
 from api.bodies import Blueprint
 from api.context import path_identifier, services
 from api.errors import ApiError
-from billing.adapters import views
+from billing.adapters import reads, views
+from billing.adapters.read_schemas import AccountPageSchema, AccountQuerySchema
 from billing.adapters.schemas import (
     AccountCreateSchema,
     AccountSchema,
@@ -49,6 +50,15 @@ class Accounts(MethodView):
                 "or metadata",
             )
         return views.account_view(row), 201 if outcome is Acceptance.accepted else 200
+
+    @blp.arguments(AccountQuerySchema(), location="query", unknown=RAISE)
+    @blp.response(200, AccountPageSchema)
+    def get(self, query: dict[str, Any]) -> dict[str, Any]:
+        """The client accounts by account_id, optionally of one currency, with a cursor."""
+        items, next_cursor = reads.list_accounts(
+            services().engine, query["currency"], query["limit"], query["cursor"]
+        )
+        return {"items": items, "next_cursor": next_cursor}
 
 
 @blp.route("/<account_id>")

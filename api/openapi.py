@@ -54,6 +54,13 @@ _ERRORS: dict[str, tuple[str, str, str, dict[str, Any] | None]] = {
         "The request is not valid.",
         {"amount": ["Must be a JSON integer."], "colour": ["Unknown field."]},
     ),
+    "EventsPruned": (
+        "The events right after `after` are past the feed's retention (at least 30 days) and "
+        "no longer kept; `details.retained_after` is the smallest `after` still served",
+        "events_pruned",
+        "the events after 0 are no longer kept; the feed is kept from after=1200",
+        {"retained_after": 1200},
+    ),
     "Unavailable": (
         "The database or the broker is unreachable; retry shortly (see Retry-After)",
         "unavailable",

@@ -22,6 +22,7 @@ from billing.adapters.schemas import (
     DebitSchema,
     ErrorSchema,
     OperationSchema,
+    ReversalSchema,
     TransferSchema,
     WaitQuerySchema,
     parse_operation,
@@ -82,6 +83,7 @@ def register_operation_route(
 register_operation_route(blp, "/credits", OperationType.credit, CreditSchema)
 register_operation_route(blp, "/debits", OperationType.debit, DebitSchema)
 register_operation_route(blp, "/transfers", OperationType.transfer, TransferSchema)
+register_operation_route(blp, "/reversals", OperationType.reversal, ReversalSchema)
 
 
 @blp.route("/operations/batch", methods=["POST"])

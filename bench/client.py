@@ -87,6 +87,14 @@ class Api:
                 break
         return status, answer
 
+    async def get(self, path: str) -> tuple[str, bytes]:
+        """The answer's status ("200", ..., or "transport") and body; a read is not retried."""
+        try:
+            code, answer = await self._pool.get(path)
+        except HttpError:
+            return TRANSPORT_ERROR, b""
+        return str(code), answer
+
 
 async def submit_one(api: Api, tally: Tally, submission: Submission) -> None:
     sent_at = time.monotonic()

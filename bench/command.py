@@ -115,6 +115,15 @@ def _mix(ctx: click.Context, param: click.Parameter, value: str) -> dict[str, in
     help="accepted operations without an outcome yet, at most (0: no limit); keeps a fast "
     "intake from running ahead of the workers, so the run measures a sustained rate",
 )
+@click.option(
+    "--readers",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="readers beside the load, each a closed loop of the read mix (an account's "
+    "operations and their next page, operations by type, accounts, balances at a moment, "
+    "one operation), on connections of their own; their latency is reported by kind",
+)
 @events_option(default="own")
 @click.option("--seed", type=int, help="seed of the operation draw (for a repeatable run)")
 @click.option("--json", "as_json", is_flag=True, help="print the figures as one JSON object")
@@ -133,6 +142,7 @@ def bench(
     amqp_share: float,
     drain_timeout: float,
     max_outstanding: int,
+    readers: int,
     events: str,
     seed: int | None,
     as_json: bool,
@@ -173,6 +183,7 @@ def bench(
         "amqp_share": amqp_share,
         "max_outstanding": max_outstanding,
         "events": events,
+        "readers": readers,
     }
     summary = run_once(settings, token, setting, duration, count, drain_timeout, seed)
     from bench.report import render
@@ -215,6 +226,7 @@ def run_once(
         drain_timeout,
         setting["max_outstanding"],
         setting["events"],
+        setting.get("readers", 0),
     )
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     workload = Workload(

@@ -182,7 +182,7 @@ class _Connection(asyncio.Protocol):
 
 
 class HttpPool:
-    """POSTs to one origin over at most `size` keep-alive connections."""
+    """POSTs and GETs to one origin over at most `size` keep-alive connections."""
 
     def __init__(self, url: str, headers: dict[str, str], size: int, timeout_s: float) -> None:
         parts = urlsplit(url)
@@ -210,6 +210,14 @@ class HttpPool:
                 body,
             )
         )
+        return await self._exchange(data)
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        """The answer's status and body to a GET of `path` (with its query)."""
+        data = f"GET {self._base_path}{path} HTTP/1.1\r\n".encode("latin-1") + self._head + b"\r\n"
+        return await self._exchange(data)
+
+    async def _exchange(self, data: bytes) -> tuple[int, bytes]:
         async with self._slots:
             connection = await self._connection()
             loop = asyncio.get_running_loop()

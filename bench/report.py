@@ -6,6 +6,7 @@ import math
 from collections import Counter
 from typing import Any
 
+from bench.reads import ReadTally
 from bench.runner import Record, pending_ids
 from bench.workload import EVENT_QUEUES
 
@@ -59,6 +60,7 @@ def summarize(record: Record, setting: dict[str, Any], audit: dict[str, Any]) ->
         },
         "machine_cpu": _machine_cpu(record.machine_cpu_s, len(completed), wall_s),
         "other_events": record.other_events,
+        **read_figures(record.reads, record.load_ended_at - started),
         "audit": audit,
         "errors": record.errors,
     }
@@ -67,6 +69,21 @@ def summarize(record: Record, setting: dict[str, Any], audit: dict[str, Any]) ->
         bool(audit["passed"]) and not pending and not record.errors and bool(tally.accepted_at)
     )
     return summary
+
+
+def read_figures(reads: ReadTally, load_s: float) -> dict[str, Any]:
+    """Reads beside the load, by kind: how many, per second, and their latency quantiles."""
+    if not reads.read_s and not reads.errors:
+        return {}
+    by_kind: dict[str, dict[str, float | None]] = {
+        kind: {
+            "count": len(taken_s),
+            "per_s": _rate(len(taken_s), load_s),
+            **_quantiles_ms(sorted(taken_s)),
+        }
+        for kind, taken_s in sorted(reads.read_s.items())
+    }
+    return {"reads": by_kind, "read_errors": dict(reads.errors)}
 
 
 def _machine_cpu(
@@ -148,10 +165,22 @@ def render(summary: dict[str, Any]) -> str:
         f"over {cpu['wall_s']:.1f} s wall: {share} of one core",
         f"machine CPU  {_describe_machine(summary['machine_cpu'])}",
         f"events       {_describe_events(summary)}",
+        *_read_lines(summary),
         f"audit        {_audit(summary['audit'])}",
     ]
     lines.extend(f"error        {error}" for error in summary["errors"])
     return "\n".join(lines)
+
+
+def _read_lines(summary: dict[str, Any]) -> list[str]:
+    if "reads" not in summary:
+        return []
+    lines = [
+        f"{'reads' if i == 0 else '':<13}{kind:<32} {figures['count']:>6} "
+        f"({figures['per_s']:.0f}/s)  {_quantiles(figures)}"
+        for i, (kind, figures) in enumerate(summary["reads"].items())
+    ]
+    return [*lines, f"read errors  {_counts(summary['read_errors'])}"]
 
 
 def _describe(summary: dict[str, Any]) -> str:
@@ -164,6 +193,7 @@ def _describe(summary: dict[str, Any]) -> str:
     mix = ",".join(f"{kind}={weight}" for kind, weight in summary["mix"].items())
     hot = f" ({summary['hot']} hot)" if summary["hot"] else " (uniform)"
     rate = f", rate {summary['rate']:g}/s" if summary["rate"] else ""
+    rate += f", {summary['readers']} readers" if summary.get("readers") else ""
     amqp = f", {summary['amqp_share']:.0%} over AMQP" if summary["amqp_share"] else ""
     return f"{mode} of {mix} over {summary['accounts']} accounts{hot}, {senders}{rate}{amqp}"
 

@@ -28,6 +28,7 @@ from bench.client import (
     submit_one,
 )
 from bench.config import Settings
+from bench.reads import ReadMix, ReadTally, read_loop
 from bench.workload import Submission, Workload, batch_size_max
 
 progress_interval_s = 1.0
@@ -55,6 +56,8 @@ class Plan:
     outstanding_max: int = 0
     # Where events are read: the bench's own queue, or billing.responses (workload.EVENT_SOURCES).
     events: str = "own"
+    # Readers beside the load, each a closed loop of the read mix (bench.reads).
+    readers: int = 0
 
 
 @dataclass
@@ -73,6 +76,7 @@ class Record:
     # Events of other operations the stream saw (took, when reading billing.responses).
     other_events: int = 0
     errors: list[str] = field(default_factory=list)
+    reads: ReadTally = field(default_factory=ReadTally)
 
 
 async def run(plan: Plan, workload: Workload, settings: Settings) -> Record:
@@ -179,7 +183,7 @@ async def measure(
     record.load_started_at = time.monotonic()
     shown = Progress(record, baseline)
     reporter = asyncio.create_task(shown.run())
-    await load.drive()
+    await drive_with_readers(load, plan, workload, record)
     record.load_ended_at = time.monotonic()
     await drain(record, baseline, plan.drain_timeout_s)
     record.drain_ended_at = time.monotonic()
@@ -194,6 +198,35 @@ async def measure(
         if component is not None and component.error is not None:
             record.errors.append(f"{name}: {component.error!r}")
     return record
+
+
+async def drive_with_readers(load: Load, plan: Plan, workload: Workload, record: Record) -> None:
+    """Drive the load, with `plan.readers` readers beside it on connections of their own."""
+    if not plan.readers:
+        await load.drive()
+        return
+    readers_api = Api(plan.url, plan.token, plan.readers)
+    load_over = False
+    accepted = record.tally.accepted_at
+    try:
+        readers = [
+            asyncio.create_task(
+                read_loop(
+                    readers_api.get,
+                    ReadMix(workload.account_ids, lambda: next(reversed(accepted), None), None),
+                    record.reads,
+                    lambda: load_over,
+                )
+            )
+            for _ in range(plan.readers)
+        ]
+        try:
+            await load.drive()
+        finally:
+            load_over = True
+            await asyncio.gather(*readers)
+    finally:
+        await readers_api.close()
 
 
 class Load:

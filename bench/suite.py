@@ -2,7 +2,7 @@
 
 One command runs the scenarios the performance goals are stated in (uniform
 transfers, latency at half the goal rate, two hot accounts, the batch
-endpoint), each with its own accounts, one after another against a running
+endpoint, reads beside writes), each with its own accounts, one after another against a running
 service, then prints one table: the figures, the target and whether the run
 met it, and the machine it ran on.
 """
@@ -29,6 +29,9 @@ latency_rate_per_s = uniform_completed_per_s_min / 2
 latency_p99_ms_max = 250
 hot_share_of_uniform_min = 0.7
 batch_completed_per_s_min = 5_000
+# Reads beside writes at the latency scenario's rate: each kind's p99 (bench.reads).
+reads_readers = 8
+read_p99_ms_max = 250
 
 # `--only sweep` runs the latency sweep (`bench.sweep`) alone; `--only
 # grown` none but the grown-ledger scenario (`bench.grown`).
@@ -63,6 +66,20 @@ def _completed_at_least(rate_per_s: float) -> Verdict:
 
 def _p99_below(ms: float) -> Verdict:
     return lambda summary, _: (summary["latency_ms"]["p99"] or float("inf")) < ms
+
+
+def reads_p99_below(ms: float) -> Verdict:
+    """Every read kind measured, each with its p99 under `ms`, and no read refused."""
+
+    def met(summary: dict[str, Any], _: dict[str, dict[str, Any]]) -> bool:
+        reads = summary.get("reads") or {}
+        return (
+            bool(reads)
+            and not summary.get("read_errors")
+            and all((figures["p99"] or float("inf")) < ms for figures in reads.values())
+        )
+
+    return met
 
 
 def _share_of_uniform(share: float) -> Verdict:
@@ -106,6 +123,13 @@ SCENARIOS = (
         },
         f"completed/s >= {batch_completed_per_s_min:,}",
         _completed_at_least(batch_completed_per_s_min),
+    ),
+    Scenario(
+        "reads",
+        {"concurrency": single_concurrency, "rate": latency_rate_per_s, "readers": reads_readers},
+        f"read p99 < {read_p99_ms_max} ms, each kind, {reads_readers} readers beside "
+        f"{latency_rate_per_s:g}/s",
+        reads_p99_below(read_p99_ms_max),
     ),
 )
 
@@ -174,7 +198,8 @@ def bench_suite(
     latency from POST to event and its completed/s. Then uniform transfers
     among --accounts accounts (concurrency 512), the same at half the goal
     rate for latency, every transfer touching one of 2 hot accounts, and
-    batches of 500 through POST /v1/operations/batch. Outcomes are read from
+    batches of 500 through POST /v1/operations/batch, then the latency rate
+    again with 8 readers searching the ledger beside it. Outcomes are read from
     billing.responses, as the service's client would (--events). Each run
     shows its progress on stderr, drains, and is audited; the ledger's
     tables are vacuumed between runs, as autovacuum would. Exits 1 when any
@@ -194,6 +219,7 @@ def bench_suite(
         "amqp_share": 0.0,
         "max_outstanding": 0,
         "events": events,
+        "readers": 0,
     }
     runs = 0
 
@@ -303,6 +329,19 @@ def render_table(report: dict[str, Any]) -> str:
             f"| {'passed' if run['audit']['passed'] else 'FAILED'} "
             f"| {run['target']} | {'yes' if run['target_met'] else 'no'} |"
         )
+    read_runs = [run for run in report["runs"] if run.get("reads")]
+    if read_runs:
+        lines += [
+            "",
+            "| scenario | read | count | per s | p50 ms | p99 ms |",
+            "|---|---|---|---|---|---|",
+        ]
+        for run in read_runs:
+            for kind, figures in run["reads"].items():
+                lines.append(
+                    f"| {run['scenario']} | {kind} | {figures['count']} | {figures['per_s']:,.0f} "
+                    f"| {_ms(figures['p50'])} | {_ms(figures['p99'])} |"
+                )
     return "\n".join(lines)
 
 

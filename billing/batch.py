@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from billing import reversals
 from billing.domain import (
     AccountState,
+    Bucket,
     Decision,
     Entry,
     Failure,
@@ -24,6 +26,7 @@ from billing.domain import (
     assert_balanced,
 )
 from billing.ports import OperationRecord
+from billing.reversals import ReversalTarget
 from billing.rules import decide
 
 
@@ -31,12 +34,21 @@ class BatchApplier:
     """Decides operations in order, keeping balances and holds as they stand after each."""
 
     def __init__(
-        self, accounts: dict[str, AccountState], holds: dict[str, HoldState], now: datetime
+        self,
+        accounts: dict[str, AccountState],
+        holds: dict[str, HoldState],
+        now: datetime,
+        targets: dict[str, ReversalTarget] | None = None,
     ) -> None:
         self._start = dict(accounts)
         self.accounts = dict(accounts)
         self.holds = dict(holds)
         self.now = now
+        # The operations the batch's reversals reverse, as they stand after each
+        # operation (one applied earlier in the batch as it ended), and for each
+        # the batch's succeeded reversals of it: (reversal id, amount).
+        self.targets = dict(targets or {})
+        self.reversals: dict[str, list[tuple[str, int]]] = {}
         self.entries: list[Entry] = []
         self.completed: list[OperationRecord] = []
         self.new_hold_ids: set[str] = set()
@@ -53,7 +65,11 @@ class BatchApplier:
         else:
             hold_id = operation.request.get("hold_id")
             hold = self.holds.get(hold_id) if hold_id else None
-            decision = decide(operation, self.accounts, hold, self.now)
+            # Only a reversal names a target, and only a batch with reversals has any.
+            target = (
+                self.targets.get(operation.request.get("reverses", "")) if self.targets else None
+            )
+            decision = decide(operation, self.accounts, hold, self.now, target)
         error: tuple[str, str] | None = None
         balances: dict[str, dict[str, int]] | None = None
         if isinstance(decision, Failure):
@@ -79,6 +95,8 @@ class BatchApplier:
             self.accounts.update(after)
             if decision.hold is not None:
                 self._keep_hold(decision.hold, new=operation.type is OperationType.hold)
+            if operation.type is OperationType.reversal:
+                self._keep_reversal(operation, reversals.reversal_amount(decision.postings))
             status = Status.succeeded
             balances = {}
             for account_id in sorted(after):
@@ -100,7 +118,22 @@ class BatchApplier:
             ledger_seq=ledger_seq,
         )
         self.completed.append(completed)
+        if self.targets and operation.operation_id in self.targets:
+            # A reversal later in the batch sees how this operation ended.
+            posted = (
+                ()
+                if isinstance(decision, Failure)
+                else tuple(p for p in decision.postings if p.bucket is Bucket.posted)
+            )
+            self.targets[operation.operation_id] = ReversalTarget(
+                operation.operation_id, operation.type, status, posted
+            )
         return completed
+
+    def _keep_reversal(self, reversal: Operation, amount: int) -> None:
+        target_id = reversal.request["reverses"]
+        self.targets[target_id] = reversals.reversed_by(self.targets[target_id], amount)
+        self.reversals.setdefault(target_id, []).append((reversal.operation_id, amount))
 
     def _keep_hold(self, hold: HoldState, *, new: bool) -> None:
         self.holds[hold.hold_id] = hold

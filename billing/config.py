@@ -27,6 +27,8 @@ class Settings:
     flower_auth: str = ""
     responses_max_events: int = limits.responses_max_events
     responses_max_bytes: int = limits.responses_max_bytes
+    # How long the event feed keeps events (at least the contract's 30 days).
+    event_retention_days: int = limits.event_retention_days_min
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -44,6 +46,7 @@ class Settings:
             responses_max_bytes=_positive(
                 env, "BILLING_RESPONSES_MAX_BYTES", limits.responses_max_bytes
             ),
+            event_retention_days=_retention_days(env.get("BILLING_EVENT_RETENTION_DAYS", "")),
         )
 
     @property
@@ -77,6 +80,24 @@ def api_tokens_problem(tokens: tuple[str, ...]) -> str | None:
 def _broker_url(value: str) -> str:
     """The URL list without blanks around its `;` (kombu would take them into the next URL)."""
     return ";".join(url.strip() for url in value.split(";") if url.strip()) or BROKER_URL_DEFAULT
+
+
+def _retention_days(value: str) -> int:
+    """The event feed's retention in days: the contract's minimum unless set longer.
+
+    A value that is not a whole number of days, or shorter than the contract
+    promises, stops the process with the reason rather than pruning events
+    a consumer was promised.
+    """
+    if not value.strip():
+        return limits.event_retention_days_min
+    least = limits.event_retention_days_min
+    if not value.strip().isdigit() or int(value) < least:
+        raise ValueError(
+            f"BILLING_EVENT_RETENTION_DAYS={value!r}: give a whole number of days, "
+            f"at least {least} (the event feed promises its events for {least} days)"
+        )
+    return int(value)
 
 
 def _positive(env: Mapping[str, str], name: str, default: int) -> int:

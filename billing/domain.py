@@ -24,6 +24,7 @@ class OperationType(StrEnum):
     capture = "capture"
     release = "release"
     expiry = "expiry"  # recorded by the service itself when a hold expires
+    reversal = "reversal"
 
 
 class Status(StrEnum):
@@ -44,6 +45,8 @@ class ErrorCode(StrEnum):
     hold_expired = "hold_expired"
     amount_exceeds_hold = "amount_exceeds_hold"
     balance_limit_exceeded = "balance_limit_exceeded"
+    operation_not_reversible = "operation_not_reversible"
+    amount_exceeds_reversible = "amount_exceeds_reversible"
     # Not a rule of money: the service could not apply the operation (a
     # request that breaks the rules, a defect, data it cannot store).
     internal_error = "internal_error"
@@ -119,6 +122,11 @@ class HoldState:
 
     def expired_at(self, now: datetime) -> bool:
         return self.expires_at is not None and now >= self.expires_at
+
+
+def is_client_account_id(account_id: str) -> bool:
+    """Whether an account id is a client's: the service's own ids start with `@`."""
+    return not account_id.startswith("@")
 
 
 def expiry_operation_id(hold_id: str) -> str:

@@ -18,6 +18,8 @@ has one, so a client sees the same words whichever door it used.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Callable, Collection
 from typing import NamedTuple
@@ -64,6 +66,49 @@ def final_problem(value: object) -> str | None:
     return None if isinstance(value, bool) else BOOLEAN_MESSAGE
 
 
+def metadata_problem(value: object) -> str | None:
+    """What keeps a value from being metadata: a JSON object within the metadata limits,
+    which PostgreSQL's jsonb stores unchanged (accounts' and operations' alike).
+
+    At most `metadata_depth_max` deep (the object itself the first level) and
+    `metadata_size_max_bytes` as compact JSON in UTF-8. jsonb refuses NaN and
+    infinity, the NUL character and unpaired surrogates: each must be refused
+    here, not found at the insert.
+    """
+    if not isinstance(value, dict):
+        return "Not a valid mapping type."
+    depth_max = limits.metadata_depth_max
+    # Walked with an explicit stack: recursion is what deep input must not exhaust.
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list) and depth > depth_max:
+            return f"Must not be nested more than {depth_max} deep."
+        if isinstance(item, dict):
+            pending.extend((key, depth) for key in item)
+            pending.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            pending.extend((child, depth + 1) for child in item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "Must not contain NaN or infinity."
+        elif isinstance(item, str) and not _storable_text(item):
+            return "Text must be valid Unicode without NUL characters."
+        elif not isinstance(item, str | int | float | bool | None):
+            return "Must hold JSON values only."
+    compact = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(compact) > limits.metadata_size_max_bytes:
+        return f"Must be at most {limits.metadata_size_max_bytes} bytes as compact JSON."
+    return None
+
+
+def _storable_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # an unpaired surrogate, e.g. from "\ud800" in the JSON
+        return False
+    return "\x00" not in text
+
+
 class Rule(NamedTuple):
     """How one field of a request is judged, and whether it must be there."""
 
@@ -74,12 +119,16 @@ class Rule(NamedTuple):
 _ID = Rule(identifier_problem, required=True)
 _OPTIONAL_ID = Rule(identifier_problem, required=False)
 _AMOUNT = Rule(amount_problem, required=True)
+_OPTIONAL_AMOUNT = Rule(amount_problem, required=False)
+# Any operation may carry metadata: stored in its request, echoed in its
+# representation and events, compared when its id comes again.
+_METADATA = Rule(metadata_problem, required=False)
 
 # The fields of each type a client may submit, `operation_id` included; for a
 # capture or a release `hold_id` comes from the URL over HTTP and from the
 # body over AMQP and in batches. `expiry` is not here: the service records
 # it itself, already applied, so a pending one was never a client's request.
-REQUESTS: dict[str, dict[str, Rule]] = {
+_REQUEST_FIELDS: dict[str, dict[str, Rule]] = {
     "credit": {"operation_id": _ID, "account_id": _ID, "amount": _AMOUNT},
     "debit": {"operation_id": _ID, "account_id": _ID, "amount": _AMOUNT},
     "transfer": {
@@ -98,10 +147,15 @@ REQUESTS: dict[str, dict[str, Rule]] = {
     "capture": {
         "operation_id": _ID,
         "hold_id": _ID,
-        "amount": Rule(amount_problem, required=False),
+        "amount": _OPTIONAL_AMOUNT,
         "final": Rule(final_problem, required=False),
     },
     "release": {"operation_id": _ID, "hold_id": _ID},
+    # `amount` defaults to all that remains reversible of the reversed operation.
+    "reversal": {"operation_id": _ID, "reverses": _ID, "amount": _OPTIONAL_AMOUNT},
+}
+REQUESTS: dict[str, dict[str, Rule]] = {
+    kind: {**rules, "metadata": _METADATA} for kind, rules in _REQUEST_FIELDS.items()
 }
 
 

@@ -108,6 +108,22 @@ outbox_publish_batch_max = 500
 hold_expiry_interval_s = 1
 outbox_relay_interval_s = 2
 pending_sweep_interval_s = 10
+outbox_prune_interval_s = 60
+
+# The event feed (GET /v1/events) keeps events at least this long (the
+# contract's promise); BILLING_EVENT_RETENTION_DAYS may make it longer, never
+# shorter. Older published events are pruned from the outbox by a periodic
+# job, in transactions of at most `outbox_prune_rows_per_transaction_max`
+# rows (a few milliseconds each: nothing waits on them), at most
+# `outbox_prune_transactions_per_run_max` of them a run, a run a minute: up
+# to 144 million events a day, 1,700 a second sustained.
+event_retention_days_min = 30
+# How long a numbering waits for the feed's lock (one numbering at a time,
+# each a few milliseconds): longer than `lock_wait_ms`, as it holds nothing
+# else by then; a publisher that gives up leaves its events to the relay.
+event_numbering_lock_wait_ms = 5_000
+outbox_prune_rows_per_transaction_max = 1_000
+outbox_prune_transactions_per_run_max = 100
 
 # The most operations one batch request (or one ledger task) carries.
 batch_size_max = 1_000

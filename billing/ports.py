@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from billing.domain import AccountState, Entry, HoldState, NewAccount, Operation
+from billing.reversals import ReversalTarget
 
 
 class TransientError(Exception):
@@ -53,6 +54,10 @@ class OperationRecord:
     # or None: the workers apply a batch's operations in this order.
     batch_id: int | None = None
     batch_position: int | None = None
+    # A credit's, debit's, transfer's or capture's succeeded reversals: their
+    # sum and their ids, oldest first (None: none yet).
+    reversed: int = 0
+    reversals: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,14 @@ class Operations(Protocol):
         """For each batch id, the first place before its `lasts` place that holds a pending
         operation not among `held_ids`; batches without one are left out."""
 
+    def get_reversal_targets(self, operation_ids: list[str]) -> dict[str, ReversalTarget]:
+        """The named operations that exist, as reversals see them: type, status, posted
+        entries and the sum of their succeeded reversals (no lock taken)."""
+
+    def record_reversals(self, reversals: dict[str, list[tuple[str, int]]]) -> None:
+        """Add the succeeded reversals (id, amount) to the operations they reverse (their
+        `reversed` sum and list); raise InvalidData when one would pass its amount."""
+
 
 class Outbox(Protocol):
     """The events recorded with the changes they tell of, until they are published."""
@@ -147,6 +160,17 @@ class Outbox(Protocol):
 
     def mark_events_published(self, events: list[Event]) -> None:
         """Take events read back from the outbox off the list of those to publish."""
+
+    def number_events(self, message_ids: list[str]) -> int:
+        """Give the named events without a feed number theirs, in the order they become
+        visible (the transaction must commit before any of them is published)."""
+
+    def number_left_behind_events(self, *, older_than_s: float, limit: int) -> int:
+        """Give a feed number to those of the oldest events unpublished this long that have none."""
+
+    def prune_events(self, *, retention_days: int, limit: int) -> int:
+        """Delete up to `limit` of the oldest published events past the retention, in feed
+        order; how many."""
 
 
 class Sweep(Protocol):

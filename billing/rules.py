@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from billing import holds
+from billing import holds, reversals
 from billing.domain import (
     AccountState,
     Decision,
@@ -25,11 +25,18 @@ from billing.domain import (
     external_account_id,
     not_found,
 )
+from billing.reversals import ReversalTarget
 
 
 def involved_account_ids(operation: Operation, hold: HoldState | None) -> list[str]:
-    """The client accounts whose balances an operation may change, to be locked."""
+    """The client accounts whose balances an operation may change, to be locked.
+
+    A reversal's are those of the operation it reverses, read from the
+    ledger (`reversals.target_account_ids`).
+    """
     request = operation.request
+    if operation.type is OperationType.reversal:
+        return []
     if operation.type is OperationType.transfer:
         return [request["source_account_id"], request["destination_account_id"]]
     if operation.type in (OperationType.capture, OperationType.release, OperationType.expiry):
@@ -45,9 +52,13 @@ def decide(
     accounts: dict[str, AccountState],
     hold: HoldState | None,
     now: datetime,
+    target: ReversalTarget | None = None,
 ) -> Decision:
-    """The operation's failure, or the postings it makes; checked last, every balance in range."""
-    decision = _decide(operation, accounts, hold, now)
+    """The operation's failure, or the postings it makes; checked last, every balance in range.
+
+    `target` is the operation a reversal reverses, as it stands (None: unknown).
+    """
+    decision = _decide(operation, accounts, hold, now, target)
     if isinstance(decision, Failure):
         return decision
     return check_balance_limits(accounts, decision.postings) or decision
@@ -58,9 +69,12 @@ def _decide(
     accounts: dict[str, AccountState],
     hold: HoldState | None,
     now: datetime,
+    target: ReversalTarget | None,
 ) -> Decision:
     request = operation.request
     operation_type = operation.type
+    if operation_type is OperationType.reversal:
+        return reversals.reverse(request, accounts, target)
     if operation_type is OperationType.transfer:
         return _transfer(accounts, request)
     if operation_type is OperationType.hold:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from billing import gate, holds, limits
+from billing import gate, holds, limits, reversals
 from billing.batch import BatchApplier
 from billing.domain import (
     ErrorCode,
@@ -31,6 +31,7 @@ from billing.ports import (
     TransientError,
     UnitOfWork,
 )
+from billing.reversals import ReversalTarget
 from billing.rules import involved_account_ids
 
 Clock = Callable[[], datetime]
@@ -327,12 +328,20 @@ def _apply_pending(
         [r for r in pending if r.operation.operation_id not in refused] if refused else pending
     )
     account_ids, holds_before = _locks_for(checked, uow)
+    targets = _reversal_targets(checked, uow)
+    account_ids.update(*map(reversals.target_account_ids, targets.values()))
     accounts, seqs = uow.ledger.lock_and_get_accounts(sorted(account_ids), ledger_seqs=len(pending))
     holds = uow.ledger.get_holds(list(holds_before), for_update=True)
     if any(h not in holds_before or holds_before[h] is None for h in holds):
         raise _LocksChanged()
+    if targets:
+        # Read again under the locks, to decide with; one that succeeded meanwhile
+        # needs locks not taken.
+        targets = uow.operations.get_reversal_targets(sorted(targets))
+        if not set().union(*map(reversals.target_account_ids, targets.values())) <= account_ids:
+            raise _LocksChanged()
     applier = BatchApplier(
-        accounts, {h: hold for h, hold in holds.items() if hold is not None}, clock()
+        accounts, {h: hold for h, hold in holds.items() if hold is not None}, clock(), targets
     )
     for record, seq in zip(pending, seqs, strict=True):
         operation_id = record.operation.operation_id
@@ -374,6 +383,22 @@ def _locks_for(
     return account_ids, holds_before
 
 
+def _reversal_targets(pending: list[OperationRecord], uow: UnitOfWork) -> dict[str, ReversalTarget]:
+    """The operations the batch's reversals reverse, as they are now.
+
+    A reversal moves money on the client accounts of the operation it
+    reverses, so that operation is read before the locks to tell which to
+    take. One still pending in this batch takes its own locks, and the
+    reversal after it sees how it ended.
+    """
+    reversed_ids = {
+        r.operation.request["reverses"]
+        for r in pending
+        if r.operation.type is OperationType.reversal
+    }
+    return uow.operations.get_reversal_targets(sorted(reversed_ids)) if reversed_ids else {}
+
+
 def _write(applier: BatchApplier, uow: UnitOfWork, events: list[Event]) -> None:
     """Write what the batch did, and check the balances against the rules."""
     moves = applier.balance_moves()
@@ -383,6 +408,8 @@ def _write(applier: BatchApplier, uow: UnitOfWork, events: list[Event]) -> None:
         [applier.holds[h] for h in sorted(applier.new_hold_ids)],
         [applier.holds[h] for h in sorted(applier.changed_hold_ids)],
     )
+    if applier.reversals:
+        uow.operations.record_reversals(applier.reversals)
 
 
 def expire_hold(hold_id: str, uow: UnitOfWork, clock: Clock = utc_now) -> str | None:
@@ -462,8 +489,21 @@ def accept_operation(operation: Operation, uow: UnitOfWork) -> tuple[Acceptance,
         uow.commit()
     if created:
         return Acceptance.accepted, record
-    same = record.operation.type is operation.type and record.operation.request == operation.request
-    return (Acceptance.repeated if same else Acceptance.conflict), record
+    return (
+        Acceptance.repeated if same_operation(record, operation) else Acceptance.conflict
+    ), record
+
+
+def same_operation(record: OperationRecord, operation: Operation) -> bool:
+    """Whether an operation is a retry of the recorded one: the same type and request.
+
+    Compared as JSON values (`true` is not `1`), and metadata `{}` is the same
+    as none, as it is shown.
+    """
+    stored, given = record.operation.request, operation.request
+    return record.operation.type is operation.type and same_json(
+        {"metadata": {}, **stored}, {"metadata": {}, **given}
+    )
 
 
 def accept_operations(
@@ -485,10 +525,7 @@ def accept_operations(
             fresh.discard(operation.operation_id)
             results.append((Acceptance.accepted, record))
             continue
-        same = (
-            record.operation.type is operation.type
-            and record.operation.request == operation.request
-        )
+        same = same_operation(record, operation)
         results.append((Acceptance.repeated if same else Acceptance.conflict, record))
     return results
 
@@ -566,6 +603,11 @@ def publish_events(message_ids: list[str], uow: UnitOfWork, publisher: EventPubl
     stay unpublished, for the relay.
     """
     with uow:
+        # Numbered in a transaction of its own, committed before anything is
+        # published: a number seen on the exchange is in the feed for good.
+        uow.outbox.number_events(message_ids)
+        uow.commit()
+    with uow:
         events = uow.outbox.unpublished_events(message_ids)
         if not events:
             return 0
@@ -605,6 +647,10 @@ def relay_events(
     published = 0
     for _ in range(bursts_max):
         with uow:
+            # Those whose publisher died before numbering them get theirs first.
+            uow.outbox.number_left_behind_events(older_than_s=older_than_s, limit=limit)
+            uow.commit()
+        with uow:
             events = uow.outbox.claim_unpublished_events(older_than_s=older_than_s, limit=limit)
             if not events:
                 return published
@@ -617,6 +663,29 @@ def relay_events(
         if len(events) < limit:
             break
     return published
+
+
+def prune_events(
+    uow: UnitOfWork, *, retention_days: int, rows_per_transaction: int, transactions_max: int
+) -> int:
+    """Delete the published events past the retention, oldest first; how many.
+
+    In transactions of at most `rows_per_transaction` rows, each committed
+    at once: they lock only the outbox rows they delete, which nothing else
+    writes any more, never an account. At most `transactions_max` a call;
+    the next call goes on.
+    """
+    pruned = 0
+    for _ in range(transactions_max):
+        with uow:
+            deleted = uow.outbox.prune_events(
+                retention_days=retention_days, limit=rows_per_transaction
+            )
+            uow.commit()
+        pruned += deleted
+        if deleted < rows_per_transaction:
+            break
+    return pruned
 
 
 def resend_stuck_operations(

@@ -1,4 +1,4 @@
-"""The HTTP client: one method per operation, accounts, pages as iterators, and `wait`.
+"""The HTTP client: one method per operation, accounts, and `wait` (the reads in reads.py).
 
 Every operation carries an `operation_id`, made here when the caller gives
 none, so a request that meets a connection error or a 503 can be sent again
@@ -8,19 +8,18 @@ repeat with the operation as it stands.
 
 from __future__ import annotations
 
-import random
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import requests
 
 from billing_client import limits
-from billing_client.errors import ApiError, UnavailableError, WaitTimeout, api_error
-from billing_client.models import Account, BatchItem, Entry, Hold, Operation, Status
-
-T = TypeVar("T")
+from billing_client.errors import WaitTimeout
+from billing_client.models import Account, BatchItem, Operation, Status
+from billing_client.reads import Reads
+from billing_client.transport import Transport
 
 
 def new_operation_id() -> str:
@@ -28,7 +27,7 @@ def new_operation_id() -> str:
     return f"op-{uuid.uuid4().hex}"
 
 
-class Client:
+class Client(Reads):
     """A client of the billing service's HTTP API.
 
     >>> client = Client("http://127.0.0.1:8000", token)
@@ -46,14 +45,12 @@ class Client:
         timeout_s: float = limits.request_timeout_s,
         session: requests.Session | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
-        self.attempts_max = attempts_max
-        self.timeout_s = timeout_s
-        self._session = session or requests.Session()
-        self._session.headers["Authorization"] = f"Bearer {token}"
+        self._http = Transport(
+            url, token, attempts_max=attempts_max, timeout_s=timeout_s, session=session
+        )
 
     def close(self) -> None:
-        self._session.close()
+        self._http.close()
 
     def __enter__(self) -> Client:
         return self
@@ -77,53 +74,37 @@ class Client:
             body["overdraft_limit"] = overdraft_limit
         if metadata is not None:
             body["metadata"] = dict(metadata)
-        return Account.from_json(self._request("POST", "/v1/accounts", json=body))
+        return Account.from_json(self._http.request("POST", "/v1/accounts", json=body))
 
     def account(self, account_id: str) -> Account:
-        return Account.from_json(self._request("GET", f"/v1/accounts/{account_id}"))
-
-    def entries(
-        self, account_id: str, *, page_size: int = limits.page_size_default
-    ) -> Iterator[Entry]:
-        """The account's ledger entries, newest first, fetched page by page as they are read."""
-        return self._pages(f"/v1/accounts/{account_id}/entries", {}, page_size, Entry.from_json)
-
-    def holds(
-        self,
-        account_id: str,
-        *,
-        status: str | None = None,
-        page_size: int = limits.page_size_default,
-    ) -> Iterator[Hold]:
-        """The account's holds, newest first, optionally only those of one status."""
-        params = {"status": status} if status else {}
-        return self._pages(f"/v1/accounts/{account_id}/holds", params, page_size, Hold.from_json)
-
-    def _pages(
-        self,
-        path: str,
-        params: dict[str, Any],
-        page_size: int,
-        parse: Callable[[dict[str, Any]], T],
-    ) -> Iterator[T]:
-        cursor: str | None = None
-        while True:
-            query = {**params, "limit": page_size, **({"cursor": cursor} if cursor else {})}
-            page = self._request("GET", path, params=query)
-            for item in page["items"]:
-                yield parse(item)
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return
+        return Account.from_json(self._http.request("GET", f"/v1/accounts/{account_id}"))
 
     # Operations: each returns the operation as accepted (pending), or as it
-    # stands when the same operation_id was accepted before.
+    # stands when the same operation_id was accepted before. `metadata` (a JSON
+    # object, at most 4 KiB) is kept with the operation and returned in it and
+    # its events; it is part of the body a repeated operation_id is compared with.
 
-    def credit(self, account_id: str, amount: int, *, operation_id: str | None = None) -> Operation:
-        return self._submit("/v1/credits", operation_id, account_id=account_id, amount=amount)
+    def credit(
+        self,
+        account_id: str,
+        amount: int,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        operation_id: str | None = None,
+    ) -> Operation:
+        fields = {"account_id": account_id, "amount": amount}
+        return self._submit("/v1/credits", operation_id, metadata, **fields)
 
-    def debit(self, account_id: str, amount: int, *, operation_id: str | None = None) -> Operation:
-        return self._submit("/v1/debits", operation_id, account_id=account_id, amount=amount)
+    def debit(
+        self,
+        account_id: str,
+        amount: int,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        operation_id: str | None = None,
+    ) -> Operation:
+        fields = {"account_id": account_id, "amount": amount}
+        return self._submit("/v1/debits", operation_id, metadata, **fields)
 
     def transfer(
         self,
@@ -131,11 +112,13 @@ class Client:
         destination_account_id: str,
         amount: int,
         *,
+        metadata: Mapping[str, Any] | None = None,
         operation_id: str | None = None,
     ) -> Operation:
         return self._submit(
             "/v1/transfers",
             operation_id,
+            metadata,
             source_account_id=source_account_id,
             destination_account_id=destination_account_id,
             amount=amount,
@@ -148,6 +131,7 @@ class Client:
         *,
         destination_account_id: str | None = None,
         expires_in_s: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
         operation_id: str | None = None,
     ) -> Operation:
         """Block money; the hold's id is the operation id. With a destination, a two-phase
@@ -157,7 +141,7 @@ class Client:
             fields["destination_account_id"] = destination_account_id
         if expires_in_s is not None:
             fields["expires_in"] = expires_in_s
-        return self._submit("/v1/holds", operation_id, **fields)
+        return self._submit("/v1/holds", operation_id, metadata, **fields)
 
     def capture(
         self,
@@ -165,6 +149,7 @@ class Client:
         *,
         amount: int | None = None,
         final: bool | None = None,
+        metadata: Mapping[str, Any] | None = None,
         operation_id: str | None = None,
     ) -> Operation:
         """Take `amount` (default: all that remains) of a hold; `final=False` keeps it active."""
@@ -173,10 +158,31 @@ class Client:
             fields["amount"] = amount
         if final is not None:
             fields["final"] = final
-        return self._submit(f"/v1/holds/{hold_id}/capture", operation_id, **fields)
+        return self._submit(f"/v1/holds/{hold_id}/capture", operation_id, metadata, **fields)
 
-    def release(self, hold_id: str, *, operation_id: str | None = None) -> Operation:
-        return self._submit(f"/v1/holds/{hold_id}/release", operation_id)
+    def release(
+        self,
+        hold_id: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        operation_id: str | None = None,
+    ) -> Operation:
+        return self._submit(f"/v1/holds/{hold_id}/release", operation_id, metadata)
+
+    def reverse(
+        self,
+        reverses: str,
+        *,
+        amount: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        operation_id: str | None = None,
+    ) -> Operation:
+        """Move back `amount` (default: all that remains reversible) of a succeeded credit,
+        debit, transfer or capture."""
+        fields: dict[str, Any] = {"reverses": reverses}
+        if amount is not None:
+            fields["amount"] = amount
+        return self._submit("/v1/reversals", operation_id, metadata, **fields)
 
     def batch(self, operations: Sequence[Mapping[str, Any]]) -> list[BatchItem]:
         """Submit operations (`{"type": "credit", "account_id": ..., ...}`) in one request.
@@ -188,15 +194,23 @@ class Client:
             {**item, "operation_id": item.get("operation_id") or new_operation_id()}
             for item in operations
         ]
-        answer = self._request("POST", "/v1/operations/batch", json={"operations": items})
+        answer = self._http.request("POST", "/v1/operations/batch", json={"operations": items})
         return [BatchItem.from_json(item) for item in answer["items"]]
 
-    def _submit(self, path: str, operation_id: str | None, **fields: Any) -> Operation:
+    def _submit(
+        self,
+        path: str,
+        operation_id: str | None,
+        metadata: Mapping[str, Any] | None,
+        **fields: Any,
+    ) -> Operation:
         body = {"operation_id": operation_id or new_operation_id(), **fields}
-        return Operation.from_json(self._request("POST", path, json=body))
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        return Operation.from_json(self._http.request("POST", path, json=body))
 
     def operation(self, operation_id: str) -> Operation:
-        return Operation.from_json(self._request("GET", f"/v1/operations/{operation_id}"))
+        return Operation.from_json(self._http.request("GET", f"/v1/operations/{operation_id}"))
 
     def wait(self, operation_id: str, timeout_s: float = limits.wait_default_s) -> Operation:
         """The operation once it is terminal (succeeded, or failed with its `error`).
@@ -209,7 +223,7 @@ class Client:
             remaining_s = max(0.0, deadline - time.monotonic())
             wait_s = min(remaining_s, limits.operation_wait_max_s)
             operation = Operation.from_json(
-                self._request(
+                self._http.request(
                     "GET",
                     f"/v1/operations/{operation_id}",
                     params={"wait": round(wait_s, 3)},
@@ -220,60 +234,3 @@ class Client:
                 return operation
             if time.monotonic() >= deadline:
                 raise WaitTimeout(operation, timeout_s)
-
-    # Transport
-
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-        extra_timeout_s: float = 0,
-    ) -> Any:
-        """Send a request, again with the same body after a connection error or a 503."""
-        for attempt in range(1, self.attempts_max + 1):
-            last = attempt == self.attempts_max
-            try:
-                response = self._session.request(
-                    method,
-                    self.url + path,
-                    json=json,
-                    params=params,
-                    timeout=self.timeout_s + extra_timeout_s,
-                )
-            except (requests.ConnectionError, requests.Timeout) as error:
-                if last:
-                    raise UnavailableError(None, "unavailable", str(error)) from error
-                time.sleep(_backoff_s(attempt))
-                continue
-            if response.status_code == 503 and not last:
-                time.sleep(max(_backoff_s(attempt), _retry_after_s(response)))
-                continue
-            if response.status_code >= 400:
-                raise _error_of(response)
-            return response.json()
-        raise AssertionError("unreachable: the last attempt returns or raises")
-
-
-def _backoff_s(attempt: int) -> float:
-    """The pause after the `attempt`th try: doubling, capped, with jitter so clients spread out."""
-    ceiling_s = min(limits.retry_backoff_initial_s * 2 ** (attempt - 1), limits.retry_backoff_max_s)
-    return ceiling_s * random.uniform(0.5, 1.0)
-
-
-def _retry_after_s(response: requests.Response) -> float:
-    try:
-        return min(float(response.headers.get("Retry-After", 0)), limits.retry_backoff_max_s)
-    except ValueError:
-        return 0.0
-
-
-def _error_of(response: requests.Response) -> ApiError:
-    try:
-        error = response.json()["error"]
-        code, message = error["code"], error["message"]
-        return api_error(response.status_code, code, message, error.get("details"))
-    except (ValueError, KeyError, TypeError):
-        return ApiError(response.status_code, "unexpected_response", response.text[:200])

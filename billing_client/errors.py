@@ -44,6 +44,20 @@ class UnavailableError(ApiError):
     """503 unavailable, or no connection, after every attempt the client makes."""
 
 
+class EventsPrunedError(ApiError):
+    """410 events_pruned: the feed no longer keeps the events right after the `after` asked.
+
+    `retained_after` is the smallest `after` the feed still serves (None if the
+    answer did not say); the events between are gone from the feed for good.
+    """
+
+    def __init__(self, status: int | None, code: str, message: str, details: Any = None) -> None:
+        super().__init__(status, code, message, details)
+        retained_after = details.get("retained_after") if isinstance(details, dict) else None
+        readable = isinstance(retained_after, int) and not isinstance(retained_after, bool)
+        self.retained_after: int | None = retained_after if readable else None
+
+
 _BY_CODE: dict[str, type[ApiError]] = {
     "validation_error": ValidationError,
     "unauthorized": UnauthorizedError,
@@ -51,6 +65,7 @@ _BY_CODE: dict[str, type[ApiError]] = {
     "idempotency_conflict": ConflictError,
     "account_conflict": ConflictError,
     "unavailable": UnavailableError,
+    "events_pruned": EventsPrunedError,
 }
 
 

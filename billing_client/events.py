@@ -9,7 +9,8 @@ bound to the exchange `billing.events` with those patterns.
 An event is acknowledged only after the handler returns. If the handler
 raises, the event goes back to the queue and the exception stops the
 consumer: the event comes again later (events are at least once, so a
-handler must tolerate a repeat; `message_id` is the operation id).
+handler must tolerate a repeat; `message_id` is the operation id, and
+`event_seq` the event's number in the feed, the same in every copy).
 """
 
 from __future__ import annotations
@@ -64,6 +65,16 @@ class EventConsumer:
 
     def __exit__(self, *_: object) -> None:
         self._connection.release()
+
+    def declare(self) -> None:
+        """Declare the queue and bind it now (`consume` does so too), so that it keeps every
+        event published from this moment on: before catching up from the feed. Nothing for
+        `billing.responses`, which the service declares."""
+        channel = self._connection.channel()
+        try:
+            self.queue.bind(channel).declare()
+        finally:
+            channel.close()
 
     def consume(
         self,

@@ -62,6 +62,27 @@ class Balance:
 
 
 @dataclass(frozen=True)
+class BalanceAt:
+    """An account's balances as they stood at `at` (after every entry at or before it)."""
+
+    account_id: str
+    posted: int
+    held: int
+    available: int
+    at: datetime
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> BalanceAt:
+        return cls(
+            account_id=body["account_id"],
+            posted=body["posted"],
+            held=body["held"],
+            available=body["available"],
+            at=_required_time(body["at"]),
+        )
+
+
+@dataclass(frozen=True)
 class Account:
     account_id: str
     currency: str
@@ -151,7 +172,13 @@ class OperationError:
 
 @dataclass(frozen=True)
 class Operation:
-    """An operation as it stands: pending, or its terminal outcome (which never changes)."""
+    """An operation as it stands: pending, or its terminal outcome (which never changes).
+
+    `metadata` is as given with it (`{}` without). `reversed` (the sum of its
+    succeeded reversals) and `reversals` (their ids, oldest first) are set for
+    the types that can be reversed (credit, debit, transfer, capture) and
+    None for the others; in an event they are as the operation completed.
+    """
 
     operation_id: str
     type: str
@@ -161,6 +188,9 @@ class Operation:
     balances: dict[str, Balance]
     accepted_at: datetime
     completed_at: datetime | None
+    metadata: dict[str, Any]
+    reversed: int | None
+    reversals: list[str] | None
     raw: dict[str, Any] = field(repr=False, compare=False)
 
     @property
@@ -183,6 +213,9 @@ class Operation:
             balances={k: Balance.from_json(v) for k, v in (body.get("balances") or {}).items()},
             accepted_at=_required_time(body["accepted_at"]),
             completed_at=_time(body.get("completed_at")),
+            metadata=body.get("metadata") or {},
+            reversed=body.get("reversed"),
+            reversals=list(reversals) if (reversals := body.get("reversals")) is not None else None,
             raw=body,
         )
 
@@ -215,6 +248,7 @@ class OperationEvent:
     routing_key: str
     message_id: str | None
     redelivered: bool
+    event_seq: int | None
     operation: Operation
 
 
@@ -225,6 +259,7 @@ class HoldExpired:
     routing_key: str
     message_id: str | None
     redelivered: bool
+    event_seq: int | None
     hold: Hold
 
 
@@ -235,6 +270,7 @@ class RequestRejected:
     routing_key: str
     message_id: str | None
     redelivered: bool
+    event_seq: int | None
     error: dict[str, Any]
     message: Any
 
@@ -246,6 +282,7 @@ class UnknownEvent:
     routing_key: str
     message_id: str | None
     redelivered: bool
+    event_seq: int | None
     body: Any
 
 
@@ -255,8 +292,15 @@ Event = OperationEvent | HoldExpired | RequestRejected | UnknownEvent
 def event_from_message(
     routing_key: str, message_id: str | None, redelivered: bool, body: Any
 ) -> Event:
-    """The typed event of one message of `billing.events`."""
-    head = (routing_key, message_id, redelivered)
+    """The typed event of one message of `billing.events`.
+
+    `event_seq` is the event's number in the feed (`GET /v1/events`), from its
+    body; None for an event that has none (`request.rejected` is not in the feed).
+    """
+    event_seq = body.get("event_seq") if isinstance(body, dict) else None
+    if not isinstance(event_seq, int) or isinstance(event_seq, bool):
+        event_seq = None
+    head = (routing_key, message_id, redelivered, event_seq)
     try:
         if routing_key.startswith("operation."):
             return OperationEvent(*head, Operation.from_json(body))
@@ -267,3 +311,25 @@ def event_from_message(
     except (KeyError, TypeError, ValueError, AttributeError):
         pass  # not the shape this client knows: handed over as it is
     return UnknownEvent(*head, body)
+
+
+@dataclass(frozen=True)
+class FeedEvent:
+    """One event of the feed (`GET /v1/events`), numbered by `event_seq` in the feed's order.
+
+    `body` is as published to `billing.events` (it carries `event_seq` too);
+    `event` is the same typed event an EventConsumer hands over.
+    """
+
+    event_seq: int
+    routing_key: str
+    message_id: str
+    body: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> FeedEvent:
+        return cls(body["event_seq"], body["routing_key"], body["message_id"], body["body"])
+
+    @property
+    def event(self) -> Event:
+        return event_from_message(self.routing_key, self.message_id, False, self.body)

@@ -1,11 +1,11 @@
-"""Periodic jobs run by `billing beat`: hold expiry, the outbox relay and the recovery sweep."""
+"""Periodic jobs run by `billing beat`: hold expiry, outbox relay and pruning, recovery sweep."""
 
 from __future__ import annotations
 
 import logging
 
 from billing import limits, service
-from billing.adapters import metrics
+from billing.adapters import event_feed, metrics
 from billing.adapters.celery_client import TaskQueue
 from billing.ports import LockBusy, TransientError
 from tasks.celery_app import app, event_publisher
@@ -86,3 +86,26 @@ def expire_holds() -> int:
     except TransientError as error:
         log.warning("hold expiry: %s", error)
     return len(expired)
+
+
+@app.task(name="billing.prune_outbox", ignore_result=True)
+def prune_outbox() -> int:
+    """Delete published events past the feed's retention, and vacuum the pending marks.
+
+    The marks are inserted and deleted with every event; vacuumed here
+    whatever autovacuum does, they stay as small as the events waiting.
+    """
+    try:
+        pruned = service.prune_events(
+            services().uow(),
+            retention_days=services().settings.event_retention_days,
+            rows_per_transaction=limits.outbox_prune_rows_per_transaction_max,
+            transactions_max=limits.outbox_prune_transactions_per_run_max,
+        )
+        event_feed.vacuum_pending_marks(services().engine)
+    except TransientError as error:
+        log.warning("outbox pruning: %s", error)
+        return 0
+    if pruned:
+        log.info("outbox pruning deleted %d events past the retention", pruned)
+    return pruned

@@ -63,10 +63,31 @@ CHECKS: dict[str, str] = {
         SELECT DISTINCT o.operation_id, o.status FROM operations o
         JOIN entries e ON e.operation_id = o.operation_id
         WHERE o.status <> 'succeeded'""",
-    "every terminal operation has its outcome recorded for publishing": """
+    # Events are pruned after the feed's retention (at least
+    # event_retention_days_min): only those of the last days less one are
+    # sure to be there (an event is recorded with its operation's outcome).
+    "every terminal operation has its outcome recorded for publishing": f"""
         SELECT o.operation_id, o.status FROM operations o
         WHERE o.status <> 'pending'
+          AND o.completed_at > now() - make_interval(days => {limits.event_retention_days_min - 1})
           AND NOT EXISTS (SELECT 1 FROM outbox x WHERE x.message_id = o.operation_id)""",
+    # The feed (GET /v1/events): an event is numbered before it is published.
+    "every published event has its feed number": """
+        SELECT x.event_id, x.message_id FROM outbox x
+        WHERE x.event_seq IS NULL
+          AND NOT EXISTS (SELECT 1 FROM outbox_pending p WHERE p.event_id = x.event_id)""",
+    "feed numbers are unique": """
+        SELECT event_seq, count(*) AS events FROM outbox WHERE event_seq IS NOT NULL
+        GROUP BY event_seq HAVING count(*) > 1""",
+    # Pruning takes the oldest numbers only, so the numbers kept are one run
+    # that ends at the last number given.
+    "feed numbers have no gaps among committed events": """
+        SELECT kept.first_seq, kept.last_seq, kept.events, c.last_seq AS last_given
+        FROM event_seq_counter c, (
+            SELECT min(event_seq) AS first_seq, max(event_seq) AS last_seq,
+                   count(event_seq) AS events FROM outbox) kept
+        WHERE kept.events > 0 AND (kept.events <> kept.last_seq - kept.first_seq + 1
+                                   OR kept.last_seq <> c.last_seq)""",
     # An outcome event without a body is rendered from its operation's row.
     "every event recorded without a body has its terminal operation": """
         SELECT x.event_id, x.message_id FROM outbox x
@@ -103,6 +124,41 @@ CHECKS: dict[str, str] = {
             WINDOW earlier AS (PARTITION BY batch_id ORDER BY batch_position
                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) o
         WHERE status <> 'pending' AND (earlier_pending OR ledger_seq < earlier_seq_max)""",
+    # Reversals (0008). What an operation moved is its positive posted entries.
+    "an operation's reversed sum and list are its succeeded reversals, within its amount": """
+        WITH made AS (
+            SELECT r.request ->> 'reverses' AS target_id, sum(e.amount) AS total,
+                   array_agg(r.operation_id ORDER BY r.operation_id) AS ids
+            FROM operations r JOIN entries e ON e.operation_id = r.operation_id
+                 AND e.bucket = 'posted' AND e.amount > 0
+            WHERE r.type = 'reversal' AND r.status = 'succeeded'
+            GROUP BY r.request ->> 'reverses')
+        SELECT COALESCE(o.operation_id, m.target_id) AS operation_id, o.reversed,
+               m.total AS reversals_sum, o.reversals, m.ids AS reversal_ids
+        FROM operations o FULL JOIN made m ON m.target_id = o.operation_id
+        WHERE (o.reversed > 0 OR m.target_id IS NOT NULL) AND (
+            o.operation_id IS NULL OR o.reversed <> COALESCE(m.total, 0)
+            OR (SELECT array_agg(i ORDER BY i) FROM unnest(o.reversals) AS i)
+               IS DISTINCT FROM m.ids
+            OR o.reversed > (SELECT COALESCE(sum(t.amount), 0) FROM entries t
+                             WHERE t.operation_id = o.operation_id AND t.bucket = 'posted'
+                               AND t.amount > 0))""",
+    "a succeeded reversal reverses a succeeded credit, debit, transfer or capture before it": """
+        SELECT r.operation_id, r.request ->> 'reverses' AS reverses, t.type, t.status
+        FROM operations r LEFT JOIN operations t ON t.operation_id = r.request ->> 'reverses'
+        WHERE r.type = 'reversal' AND r.status = 'succeeded'
+          AND (t.operation_id IS NULL OR t.status <> 'succeeded' OR t.ledger_seq > r.ledger_seq
+               OR t.type NOT IN ('credit', 'debit', 'transfer', 'capture'))""",
+    "a succeeded reversal's entries mirror the posted entries of what it reverses": """
+        SELECT r.operation_id, r.request ->> 'reverses' AS reverses FROM operations r
+        WHERE r.type = 'reversal' AND r.status = 'succeeded' AND (
+            (SELECT count(*) FROM entries e WHERE e.operation_id = r.operation_id) <> 2
+            OR EXISTS (
+                SELECT 1 FROM entries e WHERE e.operation_id = r.operation_id AND NOT EXISTS (
+                    SELECT 1 FROM entries t
+                    WHERE t.operation_id = r.request ->> 'reverses' AND t.bucket = 'posted'
+                      AND e.bucket = 'posted' AND t.account_id = e.account_id
+                      AND sign(t.amount) = -sign(e.amount))))""",
 }
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 
 from billing import limits
-from billing.adapters import batch_write, jsoncodec, metrics, outbox_reads, tables
+from billing.adapters import batch_write, event_feed, jsoncodec, metrics, outbox_reads, tables
 from billing.adapters.database import translate_error
 from billing.adapters.pgarrays import int_array, text_array
 from billing.domain import (
@@ -32,10 +32,12 @@ from billing.domain import (
     NewAccount,
     Operation,
     OperationType,
+    Posting,
     Status,
     external_account_id,
 )
-from billing.ports import Event, OperationRecord
+from billing.ports import Event, InvalidData, OperationRecord
+from billing.reversals import ReversalTarget
 
 # The statements a batch runs take whole arrays as parameters (`= ANY`,
 # `unnest`), each sent as one literal (`pgarrays`), so each is one cached
@@ -55,6 +57,8 @@ _RECORD_NAMES = (
     "ledger_seq",
     "batch_id",
     "batch_position",
+    "reversed",
+    "reversals",
 )
 _RECORD_COLUMNS = ", ".join(_RECORD_NAMES)
 _GET_OPERATIONS = text(
@@ -161,6 +165,26 @@ _INSERT_OPERATIONS = text(
     "FROM unnest(CAST(:ids AS varchar[]), CAST(:types AS varchar[]), "
     "CAST(:requests AS jsonb[])) WITH ORDINALITY AS o(i, t, r, n) "
     "ON CONFLICT DO NOTHING RETURNING operation_id, accepted_at, batch_id, batch_position"
+)
+# What a reversal needs of the operation it reverses: its posted entries
+# (the movement to mirror; only a succeeded one has any) and how much of it
+# is reversed already. Read before the account locks (to choose them) and
+# again once they are held (every reversal of an operation takes the same
+# locks, so that read is the one to decide with).
+_REVERSAL_TARGETS = text(
+    "SELECT o.operation_id, o.type, o.status, o.reversed, e.account_id, e.amount "
+    "FROM operations o LEFT JOIN entries e ON o.status = 'succeeded' "
+    "AND e.operation_id = o.operation_id AND e.bucket = 'posted' "
+    "WHERE o.operation_id = ANY(CAST(:ids AS varchar[])) ORDER BY o.operation_id, e.entry_id"
+)
+# The backstop under the rules: a reversed sum never passes what the
+# operation moved (its positive posted entries), whatever the caller decided.
+_RECORD_REVERSALS = text(
+    "UPDATE operations SET reversed = reversed + :amount, "
+    "reversals = COALESCE(reversals, CAST('{}' AS varchar[])) || CAST(:ids AS varchar[]) "
+    "WHERE operation_id = :target AND status = 'succeeded' AND reversed + :amount <= ("
+    "SELECT COALESCE(sum(amount), 0) FROM entries WHERE operation_id = :target "
+    "AND bucket = 'posted' AND amount > 0) RETURNING 1"
 )
 # A mark lost with a crash only has its events published again, which the
 # contract allows (at least once, every copy the same): its commit does not
@@ -413,6 +437,36 @@ class SqlOperations(_OnConnection):
             records.update(self.get_operations(missing))
         return records, created
 
+    def get_reversal_targets(self, operation_ids: list[str]) -> dict[str, ReversalTarget]:
+        rows = self.connection.execute(_REVERSAL_TARGETS, {"ids": text_array(operation_ids)})
+        postings: dict[str, list[Posting]] = {}
+        found: dict[str, tuple[str, str, int]] = {}
+        for operation_id, operation_type, status, reversed_sum, account_id, amount in rows:
+            found[operation_id] = (operation_type, status, reversed_sum)
+            moves = postings.setdefault(operation_id, [])
+            if account_id is not None:
+                moves.append(Posting(account_id, amount))
+        return {
+            operation_id: ReversalTarget(
+                operation_id,
+                OperationType(operation_type),
+                Status(status),
+                tuple(postings[operation_id]),
+                reversed_sum,
+            )
+            for operation_id, (operation_type, status, reversed_sum) in found.items()
+        }
+
+    def record_reversals(self, reversals: dict[str, list[tuple[str, int]]]) -> None:
+        for target_id, made in sorted(reversals.items()):
+            amount = sum(amount for _, amount in made)
+            updated = self.connection.execute(
+                _RECORD_REVERSALS,
+                {"target": target_id, "amount": amount, "ids": text_array(i for i, _ in made)},
+            ).all()
+            if len(updated) != 1:
+                raise InvalidData(f"operation {target_id}: reversed beyond its amount")
+
 
 class SqlLedger(_OnConnection):
     """Accounts, holds, their locks and the batch's write (`ports.Ledger`)."""
@@ -532,6 +586,15 @@ class SqlOutbox(_OnConnection):
         event_ids = [e.event_id for e in events]
         assert None not in event_ids, "only events read back from the outbox can be marked"
         self.connection.execute(_MARK_EVENTS_PUBLISHED, {"ids": int_array(event_ids)})
+
+    def number_events(self, message_ids: list[str]) -> int:
+        return event_feed.number_events(self.connection, message_ids)
+
+    def number_left_behind_events(self, *, older_than_s: float, limit: int) -> int:
+        return event_feed.number_left_behind(self.connection, older_than_s, limit)
+
+    def prune_events(self, *, retention_days: int, limit: int) -> int:
+        return event_feed.prune_events(self.connection, retention_days, limit)
 
 
 class SqlSweep(_OnConnection):

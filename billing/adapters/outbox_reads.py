@@ -9,7 +9,8 @@ it and encoded it again: 30 us of the worker's CPU per event and 10 of
 PostgreSQL's, against 4 and 14 this way (500 completed transfers at a time).
 
 The body has the fields and values of the API's representation of the
-operation plus `schema_version`, top-level keys in sorted order; the
+operation plus `event_seq` (its place in the event feed) and
+`schema_version`, top-level keys in sorted order; the
 rendering is generated from the representation's list of fields
 (`representation.OPERATION_FIELDS`), from which the API's rendering is made
 too, and a property test holds the two equal. The request and balances are
@@ -22,13 +23,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
+from billing.adapters.database import translated_errors
+from billing.adapters.event_feed import BY_KEY
 from billing.adapters.pgarrays import text_array
+from billing.feed import FeedEvent
 from billing.ports import Event
 from billing.representation import EVENT_SCHEMA_VERSION, OPERATION_FIELDS, Field, FieldKind
 
 _TIMESTAMP = '\'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"\''
+# A part of a concatenation: (True, text of a constant) or (False, an SQL expression).
+_Part = tuple[bool, str]
 
 
 def _timestamp(column: str) -> str:
@@ -52,12 +58,40 @@ def _error(code: str, message: str) -> str:
     )
 
 
-def _value(field: Field) -> str:
+def _integer(column: str) -> str:
+    return f"COALESCE(CAST({column} AS text), 'null')"
+
+
+def _strings(column: str) -> str:
+    return f"COALESCE(CAST(array_to_json({column}) AS text), '[]')"
+
+
+def _request(column: str) -> str:
+    return f"CAST({column} - 'metadata' AS text)"
+
+
+def _metadata(column: str) -> str:
+    return f"COALESCE(CAST({column} -> 'metadata' AS text), '{{}}')"
+
+
+_RENDER = {
+    FieldKind.string: _string,
+    FieldKind.timestamp: _timestamp,
+    FieldKind.json: _json,
+    FieldKind.integer: _integer,
+    FieldKind.strings: _strings,
+    FieldKind.request: _request,
+    FieldKind.metadata: _metadata,
+}
+
+
+def _value(field: Field) -> _Part:
+    if field.when_completed is not None:
+        return (True, field.when_completed)
     columns = [f"op.{column}" for column in field.columns]
     if field.kind is FieldKind.error:
-        return _error(*columns)
-    render = {FieldKind.string: _string, FieldKind.timestamp: _timestamp, FieldKind.json: _json}
-    return render[field.kind](columns[0])
+        return (False, _error(*columns))
+    return (False, _RENDER[field.kind](columns[0]))
 
 
 def _null(field: Field) -> str:
@@ -68,8 +102,13 @@ def _null(field: Field) -> str:
     return f"{column} IS NULL"
 
 
-# A part of a concatenation: (True, text of a constant) or (False, an SQL expression).
-_Part = tuple[bool, str]
+def _left_out(field: Field) -> str | None:
+    """The SQL condition that leaves the field out of a body, or None when it never is."""
+    conditions = [_null(field)] if field.absent_when_null else []
+    if field.types is not None:
+        listed = ", ".join(f"'{t}'" for t in sorted(field.types))
+        conditions.append(f"op.type NOT IN ({listed})")
+    return " OR ".join(conditions) or None
 
 
 def _joined(parts: list[_Part]) -> str:
@@ -100,11 +139,10 @@ def _body_of_operation() -> str:
     takes its comma with it (the last key must always be there).
     """
     # (key, its value, the SQL condition that leaves it out or None)
-    keys = [
-        (f.name, (False, _value(f)), _null(f) if f.absent_when_null else None)
-        for f in OPERATION_FIELDS
-    ]
+    keys = [(f.name, _value(f), _left_out(f)) for f in OPERATION_FIELDS]
     keys.append(("schema_version", (True, f"{EVENT_SCHEMA_VERSION:d}"), None))
+    # The event's place in the feed (NULL, so no body, until it has one).
+    keys.append(("event_seq", (False, "CAST(o.event_seq AS text)"), None))
     keys.sort(key=lambda key: key[0])
     assert keys[-1][2] is None, f"the last key, {keys[-1][0]}, may not be left out"
     parts: list[_Part] = [(True, "{")]
@@ -120,24 +158,32 @@ def _body_of_operation() -> str:
     return _joined(parts)
 
 
-# NULL when the event has neither a body nor an operation row (a bug: asserted).
+# NULL when the event has neither a body nor an operation row (a bug: asserted),
+# or no feed number yet (never read to be published or read in the feed). A
+# stored body (a hold's expiry) gets its number as its first key.
 _BODY = (
-    "CASE WHEN o.body IS NOT NULL THEN CAST(o.body AS text) "
+    "CASE WHEN o.body IS NOT NULL THEN "
+    """'{"event_seq":' || o.event_seq || CASE WHEN substr(CAST(o.body AS text), 2) """
+    """~ '^\\s*\\}' THEN '' ELSE ',' END || substr(CAST(o.body AS text), 2) """
     f"WHEN op.operation_id IS NOT NULL THEN {_body_of_operation()} "
     "END AS body"
 )
 _EVENT_COLUMNS = f"o.event_id, o.message_id, o.routing_key, {_BODY} "
 _WITH_OPERATION = "LEFT JOIN operations op ON o.body IS NULL AND op.operation_id = o.message_id"
 
+# Both reads below take numbered events only: the feed number is part of
+# every copy of an event (`adapters.event_feed` numbers them first). The
+# test is outside the row's lookup, which stays one row of a unique index.
 # Each id is looked up on its own (LATERAL ... LIMIT 1: one row of the unique
 # index): as `message_id = ANY(:ids)` on a table without fresh statistics,
 # PostgreSQL read the whole outbox in parallel to find 500 events.
 _UNPUBLISHED_EVENTS = text(
     f"SELECT {_EVENT_COLUMNS}"
     "FROM unnest(CAST(:ids AS varchar[])) AS i(message_id) CROSS JOIN LATERAL ("
-    "SELECT outbox.event_id, message_id, routing_key, body FROM outbox "
+    "SELECT outbox.event_id, message_id, routing_key, body, event_seq FROM outbox "
     "JOIN outbox_pending ON outbox_pending.event_id = outbox.event_id "
-    f"WHERE outbox.message_id = i.message_id LIMIT 1) o {_WITH_OPERATION}"
+    "WHERE outbox.message_id = i.message_id LIMIT 1) o "
+    f"{_WITH_OPERATION} WHERE o.event_seq IS NOT NULL"
 )
 # Never waits: events another relay holds are skipped (it is publishing them).
 # Each pending mark looks up its own outbox row (LATERAL ... LIMIT 1, which
@@ -149,10 +195,11 @@ _UNPUBLISHED_EVENTS = text(
 _CLAIM_UNPUBLISHED_EVENTS = text(
     f"SELECT {_EVENT_COLUMNS}"
     "FROM outbox_pending p CROSS JOIN LATERAL ("
-    "SELECT event_id, message_id, routing_key, body FROM outbox "
+    "SELECT event_id, message_id, routing_key, body, event_seq FROM outbox "
     "WHERE outbox.event_id = p.event_id "
     "AND outbox.created_at < now() - make_interval(secs => :older_than_s) LIMIT 1) o "
-    f"{_WITH_OPERATION} ORDER BY p.event_id LIMIT :n FOR UPDATE OF p SKIP LOCKED"
+    f"{_WITH_OPERATION} WHERE o.event_seq IS NOT NULL "
+    "ORDER BY p.event_id LIMIT :n FOR UPDATE OF p SKIP LOCKED"
 )
 
 
@@ -175,3 +222,27 @@ def claim_unpublished_events(
 def _event_from_row(row: Any) -> Event:
     assert row.body is not None, f"event {row.message_id}: no body and no operation"
     return Event(row.message_id, row.routing_key, row.body, row.event_id)
+
+
+# The feed: numbered events after a number, in their order, and the last
+# number given, from one snapshot (one statement). The counter row is there
+# even when no event is: a page without events still says where the feed ends.
+_FEED_PAGE = text(
+    BY_KEY + "SELECT c.last_seq, o.event_seq, o.message_id, o.routing_key, "
+    f"{_BODY} FROM event_seq_counter c LEFT JOIN LATERAL ("
+    "SELECT event_id, message_id, routing_key, body, event_seq FROM outbox "
+    "WHERE event_seq > :after ORDER BY event_seq LIMIT :n) o ON true "
+    f"{_WITH_OPERATION} ORDER BY o.event_seq"
+)
+
+
+def feed_page(engine: Engine, after: int, limit: int) -> tuple[int, list[FeedEvent]]:
+    """The last feed number given, and up to `limit` events numbered after `after`."""
+    with translated_errors(), engine.connect() as connection:
+        rows = connection.execute(_FEED_PAGE, {"after": after, "n": limit}).all()
+    events = []
+    for row in rows:
+        if row.event_seq is not None:
+            assert row.body is not None, f"event {row.message_id}: no body and no operation"
+            events.append(FeedEvent(row.event_seq, row.message_id, row.routing_key, row.body))
+    return rows[0].last_seq, events

@@ -15,8 +15,7 @@ silently ignored where money moves.
 
 from __future__ import annotations
 
-import json
-import math
+import re
 from typing import Any, ClassVar
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
@@ -63,44 +62,28 @@ def amount(**kwargs: Any) -> StrictInteger:
 class StorableJsonObject(fields.Dict):
     """A JSON object within the metadata limits, which PostgreSQL's jsonb can store unchanged.
 
-    At most `metadata_depth_max` deep and `metadata_size_max_bytes` as compact
-    JSON. jsonb refuses NaN and infinity, the NUL character and unpaired
-    surrogates, and every one of them must be a 422 here rather than a 500 at
-    the insert.
+    Judged by the gate's rule for metadata (`gate.metadata_problem`), the
+    same for an account's metadata as for an operation's.
     """
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         loaded = super()._deserialize(value, attr, data, **kwargs)
-        depth_max = limits.metadata_depth_max
-        # Walked with an explicit stack: recursion is what deep input must not exhaust.
-        pending: list[tuple[Any, int]] = [(loaded, 1)]
-        while pending:
-            item, depth = pending.pop()
-            if isinstance(item, dict | list) and depth > depth_max:
-                raise ValidationError(f"Must not be nested more than {depth_max} deep.")
-            if isinstance(item, dict):
-                pending.extend((key, depth) for key in item)
-                pending.extend((child, depth + 1) for child in item.values())
-            elif isinstance(item, list):
-                pending.extend((child, depth + 1) for child in item)
-            elif isinstance(item, float) and not math.isfinite(item):
-                raise ValidationError("Must not contain NaN or infinity.")
-            elif isinstance(item, str) and not _storable_text(item):
-                raise ValidationError("Text must be valid Unicode without NUL characters.")
-        compact = json.dumps(loaded, separators=(",", ":"), ensure_ascii=False).encode()
-        if len(compact) > limits.metadata_size_max_bytes:
-            raise ValidationError(
-                f"Must be at most {limits.metadata_size_max_bytes} bytes as compact JSON."
-            )
+        problem = gate.metadata_problem(loaded)
+        if problem is not None:
+            raise ValidationError(problem)
         return loaded
 
 
-def _storable_text(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # an unpaired surrogate, e.g. from "\ud800" in the JSON
-        return False
-    return "\x00" not in text
+def operation_metadata() -> StorableJsonObject:
+    return StorableJsonObject(
+        keys=fields.String(),
+        metadata={
+            "description": f"any JSON object, at most {limits.metadata_size_max_bytes} bytes as "
+            f"compact JSON and {limits.metadata_depth_max} levels deep (itself the first); "
+            "stored with the operation and echoed in it and its events",
+            "example": {"order_id": "o-42"},
+        },
+    )
 
 
 class StrictSchema(Schema):
@@ -197,6 +180,7 @@ class CreditSchema(GatedSchema):
     operation_id = identifier(required=True, metadata={"example": "op-1"})
     account_id = identifier(required=True, metadata={"example": "alice"})
     amount = amount(required=True, metadata={"example": 1000})
+    metadata = operation_metadata()
 
 
 class DebitSchema(CreditSchema):
@@ -209,6 +193,7 @@ class TransferSchema(GatedSchema):
     source_account_id = identifier(required=True, metadata={"example": "alice"})
     destination_account_id = identifier(required=True, metadata={"example": "bob"})
     amount = amount(required=True, metadata={"example": 500})
+    metadata = operation_metadata()
 
 
 class ErrorDetailSchema(Schema):
@@ -241,6 +226,19 @@ class OperationSchema(Schema):
     balances = fields.Dict(keys=fields.String(), values=fields.Nested(BalanceSchema))
     accepted_at = fields.String(required=True)
     completed_at = fields.String(allow_none=True, required=True)
+    metadata = fields.Dict(
+        required=True, metadata={"description": "as given with the operation; {} without"}
+    )
+    reversed = fields.Integer(
+        metadata={
+            "description": "credits, debits, transfers and captures: the sum of their "
+            "succeeded reversals (in an event: as it was when the operation completed, 0)"
+        }
+    )
+    reversals = fields.List(
+        fields.String(),
+        metadata={"description": "with `reversed`: the ids of those reversals, oldest first"},
+    )
 
 
 class WaitQuerySchema(StrictSchema):
@@ -271,6 +269,7 @@ class HoldCreateSchema(GatedSchema):
             "example": 3600,
         },
     )
+    metadata = operation_metadata()
 
 
 class CaptureSchema(GatedSchema):
@@ -283,12 +282,33 @@ class CaptureSchema(GatedSchema):
     final = StrictBoolean(
         metadata={"description": "release the rest (default true)", "example": True}
     )
+    metadata = operation_metadata()
 
 
 class ReleaseSchema(GatedSchema):
     operation_type = "release"
     given_apart = ("hold_id",)
     operation_id = identifier(required=True, metadata={"example": "release-1"})
+    metadata = operation_metadata()
+
+
+class ReversalSchema(GatedSchema):
+    operation_type = "reversal"
+    operation_id = identifier(required=True, metadata={"example": "refund-1"})
+    reverses = identifier(
+        required=True,
+        metadata={
+            "description": "the succeeded credit, debit, transfer or capture to move back",
+            "example": "op-2",
+        },
+    )
+    amount = amount(
+        metadata={
+            "description": "default: all that remains reversible of that operation",
+            "example": 200,
+        }
+    )
+    metadata = operation_metadata()
 
 
 class HoldSchema(Schema):
@@ -379,3 +399,43 @@ class BatchItemSchema(Schema):
 
 class BatchResultSchema(Schema):
     items = fields.List(fields.Nested(BatchItemSchema), required=True)
+
+
+class DigitsInteger(fields.Integer):
+    """A whole number in a query string, in ASCII digits only: no sign, space or other script."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if not isinstance(value, str) or not _DIGITS.fullmatch(value):
+            raise ValidationError("Must be a whole number in digits, 0 or more (at most 18).")
+        return int(super()._deserialize(value, attr, data, **kwargs))
+
+
+_DIGITS = re.compile(r"[0-9]{1,18}")
+
+
+class EventPageQuerySchema(StrictSchema):
+    after = DigitsInteger(
+        load_default=0,
+        metadata={"description": "the last event_seq read; 0 (the default) from the start"},
+    )
+    limit = fields.Integer(
+        load_default=limits.page_size_default,
+        validate=validate.Range(min=1, max=limits.page_size_max),
+    )
+
+
+class FeedEventSchema(Schema):
+    event_seq = fields.Integer(required=True, metadata={"description": "also in the body"})
+    routing_key = fields.String(required=True, metadata={"example": "operation.credit.succeeded"})
+    message_id = fields.String(required=True)
+    body = fields.Dict(
+        required=True,
+        metadata={"description": "the event's body, as published to billing.events"},
+    )
+
+
+class EventPageSchema(Schema):
+    items = fields.List(fields.Nested(FeedEventSchema), required=True)
+    next_after = fields.Integer(
+        required=True, metadata={"description": "the `after` of the next page"}
+    )

@@ -17,7 +17,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSON, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB
 
 metadata = MetaData()
 
@@ -64,9 +64,21 @@ operations = Table(
     Column("batch_position", Integer),
     # How many times the recovery sweep sent the operation again (0007).
     Column("resends", Integer, nullable=False, server_default=text("0")),
+    # The sum of an operation's succeeded reversals and their ids, oldest first (0009).
+    Column("reversed", BigInteger, nullable=False, server_default=text("0")),
+    Column("reversals", ARRAY(String(80))),
     CheckConstraint(
-        "type IN ('credit', 'debit', 'transfer', 'hold', 'capture', 'release', 'expiry')",
+        "type IN ('credit', 'debit', 'transfer', 'hold', 'capture', 'release', 'expiry', "
+        "'reversal')",
         name="operations_type_known",
+    ),
+    CheckConstraint("reversed >= 0", name="operations_reversed_in_range"),
+    CheckConstraint(
+        "reversed = 0 OR type IN ('credit', 'debit', 'transfer', 'capture')",
+        name="operations_reversed_only_if_reversible",
+    ),
+    CheckConstraint(
+        "(reversed = 0) = (reversals IS NULL)", name="operations_reversed_with_its_reversals"
     ),
     CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="operations_status_known"),
     CheckConstraint(
@@ -107,6 +119,18 @@ outbox = Table(
     # None for an operation's outcome: rendered from the operation's row (0005).
     Column("body", JSON),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The event's place in the feed, given after commit, before it is published (0010).
+    Column("event_seq", BigInteger, unique=True),
+)
+
+# The last feed number given (one row): counted only by the numbering
+# transaction, under its advisory lock (`adapters.event_feed`).
+event_seq_counter = Table(
+    "event_seq_counter",
+    metadata,
+    Column("singleton", Boolean, primary_key=True, server_default=text("true")),
+    Column("last_seq", BigInteger, nullable=False),
+    CheckConstraint("singleton", name="event_seq_counter_one_row"),
 )
 
 # The outbox rows not yet published; deleted once the broker confirmed them.

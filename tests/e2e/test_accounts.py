@@ -334,7 +334,7 @@ def test_unknown_path_is_answered_404_with_the_contract_error_body(client: Clien
         pytest.param("DELETE", "/v1/accounts/{account}", "GET", id="delete_account"),
         pytest.param("PUT", "/v1/accounts/{account}", "GET", id="put_account"),
         pytest.param("POST", "/v1/accounts/{account}/entries", "GET", id="post_entries"),
-        pytest.param("GET", "/v1/accounts", "POST", id="list_accounts"),
+        pytest.param("DELETE", "/v1/accounts", "GET", id="delete_accounts"),
         pytest.param("GET", "/v1/credits", "POST", id="get_credits"),
         pytest.param("PATCH", "/v1/transfers", "POST", id="patch_transfers"),
         pytest.param("DELETE", "/v1/operations/{account}", "GET", id="delete_operation"),

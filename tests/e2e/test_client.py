@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -16,6 +19,7 @@ from kombu import Connection
 
 from billing.config import Settings
 from billing_client import (
+    BalanceAt,
     Client,
     ConflictError,
     ErrorCode,
@@ -100,6 +104,46 @@ def test_credit_debit_and_transfer_make_their_own_ids_and_wait_returns_the_outco
     assert transfer.balances[alice].available == 500
     assert transfer.balances[bob].available == 200
     assert len({credit.operation_id, debit.operation_id, transfer.operation_id}) == 3
+
+
+def test_a_reversal_moves_a_transfer_back_and_a_second_one_beyond_it_fails(
+    sdk: Client, new_id: Any
+) -> None:
+    alice, bob = new_id("alice"), new_id("bob")
+    funded(sdk, alice, 100)
+    sdk.create_account(bob, "USD")
+    transfer = sdk.wait(sdk.transfer(alice, bob, 100).operation_id)
+    assert (transfer.reversed, transfer.reversals) == (0, [])
+    refund = sdk.wait(sdk.reverse(transfer.operation_id, amount=60, metadata={"r": 1}).operation_id)
+    assert refund.succeeded and refund.balances[bob].posted == 40
+    assert refund.metadata == {"r": 1}
+    assert (refund.reversed, refund.reversals) == (None, None), "a reversal is not reversible"
+    over = sdk.wait(sdk.reverse(transfer.operation_id, amount=41).operation_id)
+    assert over.error is not None and over.error.code is ErrorCode.amount_exceeds_reversible
+    again = sdk.wait(sdk.reverse(refund.operation_id).operation_id)
+    assert again.error is not None and again.error.code is ErrorCode.operation_not_reversible
+    reversed_transfer = sdk.operation(transfer.operation_id)
+    assert (reversed_transfer.reversed, reversed_transfer.reversals) == (60, [refund.operation_id])
+
+
+def test_metadata_given_with_an_operation_comes_back_with_it_and_is_part_of_its_body(
+    sdk: Client, new_id: Any
+) -> None:
+    payer, payee = new_id("payer"), new_id("payee")
+    funded(sdk, payer, 100)
+    sdk.create_account(payee, "USD")
+    order = {"order": {"id": 7, "lines": ["a", "b"]}, "note": "été"}
+    hold = sdk.wait(sdk.hold(payer, 80, destination_account_id=payee, metadata=order).operation_id)
+    capture = sdk.wait(sdk.capture(hold.operation_id, metadata={"step": 2}).operation_id)
+    assert (hold.metadata, capture.metadata) == (order, {"step": 2})
+    assert capture.succeeded and capture.balances[payee].posted == 80
+    assert sdk.operation(hold.operation_id).metadata == order
+    assert "metadata" not in hold.request
+    with pytest.raises(ConflictError) as raised:
+        sdk.hold(
+            payer, 80, destination_account_id=payee, metadata={}, operation_id=hold.operation_id
+        )
+    assert raised.value.code == "idempotency_conflict"
 
 
 def test_a_debit_over_the_available_money_fails_with_insufficient_funds_as_a_value(
@@ -197,6 +241,41 @@ def test_entries_are_read_across_pages_newest_first(sdk: Client, new_id: Any) ->
     assert {e.operation_id for e in entries} == {c.operation_id for c in credits}
     assert [e.entry_id for e in entries] == sorted((e.entry_id for e in entries), reverse=True)
     assert entries[0].posted_after == 15
+
+
+def test_operations_of_an_account_are_listed_across_pages_newest_first_and_filtered(
+    sdk: Client, new_id: Any
+) -> None:
+    alice, bob, stranger = new_id("alice"), new_id("bob"), new_id("stranger")
+    funded(sdk, alice, 100)
+    sdk.create_account(bob, "USD")
+    funded(sdk, stranger, 5)
+    sent = [sdk.transfer(alice, bob, 10), sdk.debit(alice, 20), sdk.debit(alice, 1_000)]
+    for operation in sent:
+        sdk.wait(operation.operation_id)
+    listed = list(sdk.operations(account_id=alice, page_size=2))
+    assert [o.type for o in listed] == ["debit", "debit", "transfer", "credit"]
+    assert [o.operation_id for o in listed[:3]] == [o.operation_id for o in reversed(sent)]
+    assert listed[0].failed and listed[0].error is not None
+    assert [o.operation_id for o in sdk.operations(account_id=bob)] == [sent[0].operation_id]
+    failed = sdk.operations(account_id=alice, type="debit", status="failed", page_size=1)
+    assert [o.operation_id for o in failed] == [sent[2].operation_id]
+    later = sdk.operations(account_id=alice, since=listed[1].accepted_at)
+    assert [o.operation_id for o in later] == [sent[2].operation_id, sent[1].operation_id]
+
+
+def test_balances_at_a_moment_are_those_after_every_entry_until_then(
+    sdk: Client, new_id: Any
+) -> None:
+    account_id = new_id("history")
+    before = datetime.now(UTC)
+    funded(sdk, account_id, 100)
+    between = datetime.now(UTC)
+    sdk.wait(sdk.hold(account_id, 30).operation_id)
+    after = datetime.now(UTC)
+    assert sdk.balances_at(account_id, before) == BalanceAt(account_id, 0, 0, 0, before)
+    assert sdk.balances_at(account_id, between) == BalanceAt(account_id, 100, 0, 100, between)
+    assert sdk.balances_at(account_id, after) == BalanceAt(account_id, 100, 30, 70, after)
 
 
 def test_a_batch_gives_each_item_an_id_and_its_own_result(sdk: Client, new_id: Any) -> None:
@@ -451,3 +530,49 @@ def test_an_expired_hold_comes_as_a_typed_hold_expired_event(
     assert isinstance(event, HoldExpired) and event.routing_key == "hold.expired"
     assert event.hold.status is HoldStatus.expired
     assert event.hold.account_id == account_id and event.hold.amount == 60
+
+
+def test_the_feed_numbers_every_event_from_1_and_resumes_after_a_consumers_last_event_seq(
+    sdk: Client, settings: Settings, new_id: Any
+) -> None:
+    queue = f"{settings.amqp_prefix}.client-test.{uuid.uuid4().hex[:8]}"
+    account_id = new_id("fed")
+    sdk.create_account(account_id, "USD")
+    consumer = EventConsumer(
+        settings.broker_url,
+        prefix=settings.amqp_prefix,
+        queue=queue,
+        routing_keys=["operation.credit.*"],
+    )
+    queued: dict[str, OperationEvent] = {}
+    with consumer:
+        consumer.declare()
+        credits = [sdk.credit(account_id, n, metadata={"n": n}) for n in (1, 2, 3)]
+        ids = {credit.operation_id for credit in credits}
+
+        def keep(event: Event) -> None:
+            if isinstance(event, OperationEvent) and event.message_id in ids:
+                queued[event.operation.operation_id] = event
+
+        for _ in range(1_000):
+            if len(queued) == len(ids):
+                break
+            assert consumer.consume(keep, limit=1, idle_timeout_s=60) == 1, "no event came"
+    delete_queue(settings, queue)
+    by_seq = sorted(queued.values(), key=lambda event: event.event_seq or 0)
+    first, *later = by_seq
+    assert first.event_seq is not None
+
+    # From 0: numbered from 1 without a gap, across pages (the session's feed may be long:
+    # its first pages only).
+    start = list(itertools.islice(sdk.events(page_size=100), 250))
+    assert [item.event_seq for item in start] == list(range(1, len(start) + 1))
+    assert len(start) >= min(250, first.event_seq)
+
+    # From the first credit's number, as a consumer that lost its queue after it: the
+    # other two, the same events as their copies on the queue, then on to the feed's end.
+    rest = list(sdk.events(first.event_seq, page_size=2))
+    assert [item.event_seq for item in rest] == [first.event_seq + 1 + n for n in range(len(rest))]
+    caught_up = [item.event for item in rest if item.message_id in ids]
+    assert caught_up == [dataclasses.replace(event, redelivered=False) for event in later]
+    assert sorted(event.operation.metadata["n"] for event in by_seq) == [1, 2, 3]

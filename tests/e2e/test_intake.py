@@ -119,6 +119,9 @@ INVALID = {
     b'"note": ' + b'{"a": ' * 64 + b"1" + b"}" * 64 + b"}",
     "lone-surrogate-key": b'{"type": "credit", "operation_id": "x9", "account_id": "a", '
     b'"amount": 1, "\\ud800": 1}',
+    "metadata-9-deep": b'{"type": "credit", "operation_id": "x10", "account_id": "a", '
+    b'"amount": 1, "metadata": ' + b'{"a": ' * 8 + b"{}" + b"}" * 8 + b"}",
+    "reversal-without-reverses": b'{"type": "reversal", "operation_id": "x11", "amount": 1}',
 }
 
 

@@ -43,12 +43,14 @@ OUTCOMES_TO_COVER = {
     "account_not_found",
     "retry",
     "conflict",
+    "operation_not_reversible",
+    "amount_exceeds_reversible",
 }
 MODEL_EXAMPLES = 30
 # Holds and captures twice as often as the rest: they have the most rules.
 STEP_KINDS = [
     *("hold", "capture", "credit", "debit", "transfer", "hold", "capture", "release"),
-    *("retry", "conflict"),
+    *("reversal", "retry", "conflict"),
 ]
 STEPS_MIN, STEPS_MAX = 5, 25
 OVERDRAFT_LIMIT = 300
@@ -109,6 +111,17 @@ class ModelHold:
 HOLD_FIELDS = tuple(ModelHold("", "", None, 0).view())
 
 
+@dataclass
+class ModelMove:
+    """What a succeeded credit, debit, transfer or capture moved (None: the outside world)."""
+
+    source: str | None
+    destination: str | None
+    amount: int
+    reversed: int = 0
+    reversals: list[str] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What an operation ended as: status, error code, and the balances it reports."""
@@ -129,6 +142,7 @@ class Model:
     def __init__(self) -> None:
         self.accounts: dict[str, ModelAccount] = {}
         self.holds: dict[str, ModelHold] = {}
+        self.moves: dict[str, ModelMove] = {}
 
     def open(self, account_id: str, currency: str, overdraft_limit: int = 0) -> None:
         self.accounts[account_id] = ModelAccount(currency, overdraft_limit)
@@ -144,23 +158,44 @@ class Model:
             return Outcome("failed", result)
         return Outcome("succeeded", None, {a: self.accounts[a].balance() for a in result})
 
-    def _credit(self, _: str, request: dict[str, Any]) -> str | list[str]:
+    def _credit(self, operation_id: str, request: dict[str, Any]) -> str | list[str]:
         account = self.accounts.get(request["account_id"])
         if account is None:
             return "account_not_found"
         account.posted += request["amount"]
+        self.moves[operation_id] = ModelMove(None, request["account_id"], request["amount"])
         return [request["account_id"]]
 
-    def _debit(self, _: str, request: dict[str, Any]) -> str | list[str]:
+    def _debit(self, operation_id: str, request: dict[str, Any]) -> str | list[str]:
         account = self.accounts.get(request["account_id"])
         if account is None:
             return "account_not_found"
         if request["amount"] > account.room:
             return "insufficient_funds"
         account.posted -= request["amount"]
+        self.moves[operation_id] = ModelMove(request["account_id"], None, request["amount"])
         return [request["account_id"]]
 
-    def _transfer(self, _: str, request: dict[str, Any]) -> str | list[str]:
+    def _reversal(self, operation_id: str, request: dict[str, Any]) -> str | list[str]:
+        """Moves back what a succeeded credit, debit, transfer or capture moved."""
+        move = self.moves.get(request["reverses"])
+        if move is None:
+            return "operation_not_reversible"
+        remaining = move.amount - move.reversed
+        amount = request.get("amount", remaining)
+        if remaining == 0 or amount > remaining:
+            return "amount_exceeds_reversible"
+        if move.destination is not None and amount > self.accounts[move.destination].room:
+            return "insufficient_funds"
+        if move.destination is not None:
+            self.accounts[move.destination].posted -= amount
+        if move.source is not None:
+            self.accounts[move.source].posted += amount
+        move.reversed += amount
+        move.reversals.append(operation_id)
+        return [a for a in (move.source, move.destination) if a is not None]
+
+    def _transfer(self, operation_id: str, request: dict[str, Any]) -> str | list[str]:
         source_id, destination_id = request["source_account_id"], request["destination_account_id"]
         if source_id == destination_id:
             return "same_account"
@@ -174,6 +209,7 @@ class Model:
             return "insufficient_funds"
         source.posted -= request["amount"]
         self.accounts[destination_id].posted += request["amount"]
+        self.moves[operation_id] = ModelMove(source_id, destination_id, request["amount"])
         return [source_id, destination_id]
 
     def _counterparty(self, account_id: str, other_id: str) -> str | None:
@@ -213,7 +249,7 @@ class Model:
             return "hold_not_active"
         return hold
 
-    def _capture(self, _: str, request: dict[str, Any]) -> str | list[str]:
+    def _capture(self, operation_id: str, request: dict[str, Any]) -> str | list[str]:
         hold = self._active_hold(request["hold_id"])
         if isinstance(hold, str):
             return hold
@@ -230,6 +266,7 @@ class Model:
             touched.append(hold.destination_account_id)
         hold.captured += amount
         hold.remaining -= unheld
+        self.moves[operation_id] = ModelMove(hold.account_id, hold.destination_account_id, amount)
         if hold.remaining == 0:
             hold.status = "captured"
         return touched
@@ -345,13 +382,27 @@ class ModelRun:
         anything = st.sampled_from([*tried, self.no_hold])
         return st.one_of(st.sampled_from(active), anything) if active else anything
 
+    def reversible(self) -> st.SearchStrategy[str]:
+        """An operation to reverse: often one with something left to reverse.
+
+        Otherwise any recent operation (a hold, a failed one, a reversal) or
+        an id that was never used.
+        """
+        moves = self.model.moves
+        open_moves = [i for i, m in reversed(moves.items()) if m.amount > m.reversed]
+        recent = [s.operation_id for s in reversed(self.history[-10:])]
+        anything = st.sampled_from([*recent, self.no_hold])
+        return st.one_of(st.sampled_from(open_moves), anything) if open_moves else anything
+
     def run_new(self, kind: str, request: dict[str, Any]) -> None:
         operation_id = f"{self.prefix}-op{next(self._ids)}"
         response = submit(self.client, kind, operation_id, request)
         assert response.status_code == 202, response.text
         outcome = self.client.wait(operation_id)
         expected = self.model.apply(operation_id, kind, request)
-        assert (outcome["type"], outcome["request"]) == (kind, request), outcome
+        given = {k: v for k, v in request.items() if k != "metadata"}
+        assert (outcome["type"], outcome["request"]) == (kind, given), outcome
+        assert outcome["metadata"] == request.get("metadata", {}), outcome
         assert Outcome.observed(outcome) == expected, (
             f"{kind} {request}: the service answered {outcome}, the model expects {expected}"
         )
@@ -362,15 +413,23 @@ class ModelRun:
         """The same body again: 200 with the same terminal outcome, nothing applied again."""
         response = submit(self.client, earlier.kind, earlier.operation_id, earlier.request)
         assert response.status_code == 200, response.text
-        assert response.json() == earlier.outcome
+        self.assert_unchanged(earlier, response.json())
         self.seen["retry"] += 1
+
+    def assert_unchanged(self, earlier: Submitted, now: dict[str, Any]) -> None:
+        """As it completed, but for the reversals of it since, which are the model's."""
+        expected = dict(earlier.outcome)
+        move = self.model.moves.get(earlier.operation_id)
+        if move is not None:
+            expected.update(reversed=move.reversed, reversals=move.reversals)
+        assert now == expected
 
     def conflict(self, earlier: Submitted, kind: str, request: dict[str, Any]) -> None:
         """The same operation id with another body or type: 409, the operation unchanged."""
         response = submit(self.client, kind, earlier.operation_id, request)
         assert response.status_code == 409, (kind, request, response.text)
         assert response.json()["error"]["code"] == "idempotency_conflict", response.text
-        assert self.client.wait(earlier.operation_id) == earlier.outcome
+        self.assert_unchanged(earlier, self.client.wait(earlier.operation_id))
         self.seen["conflict"] += 1
 
 
@@ -391,6 +450,17 @@ def capture_amounts(remaining: int) -> st.SearchStrategy[int | None]:
             "over": st.just(remaining + 1),
         }[choice]
     )
+
+
+METADATA = st.dictionaries(
+    st.text(max_size=4),
+    st.recursive(
+        st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=6)),
+        lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=2), inner),
+        max_leaves=4,
+    ),
+    max_size=3,
+)
 
 
 def draw_step(data: Any, run: ModelRun) -> None:
@@ -425,6 +495,13 @@ def draw_step(data: Any, run: ModelRun) -> None:
         destination = pick(st.one_of(st.none(), accounts), label="destination")
         if destination is not None:
             request["destination_account_id"] = destination
+    elif kind == "reversal":
+        request = {"reverses": pick(run.reversible(), label="reversed")}
+        move = model.moves.get(request["reverses"])
+        remaining = move.amount - move.reversed if move else 0
+        amount = pick(capture_amounts(remaining), label="reversal amount")
+        if amount is not None:
+            request["amount"] = amount
     else:
         request = {"hold_id": pick(run.holds(), label="hold")}
         if kind == "capture":
@@ -436,12 +513,18 @@ def draw_step(data: Any, run: ModelRun) -> None:
                 request["amount"] = amount
             if final is not None:
                 request["final"] = final
+    if pick(st.integers(0, 3), label="with metadata") == 0:
+        request["metadata"] = pick(METADATA, label="metadata")
     run.run_new(kind, request)
 
 
 def draw_other_body(data: Any, earlier: Submitted) -> tuple[str, dict[str, Any]]:
     """Another valid body (or type) for an earlier operation's id."""
     kind, request = earlier.kind, dict(earlier.request)
+    if "metadata" in request and data.draw(st.booleans(), label="change the metadata"):
+        return kind, {**request, "metadata": {"changed": request["metadata"]}}
+    if kind == "reversal":
+        return kind, {**request, "amount": request.get("amount", 0) + 1}
     if kind in ("credit", "debit"):
         if data.draw(st.booleans(), label="change the type"):
             return ("debit" if kind == "credit" else "credit"), request
@@ -508,8 +591,12 @@ def random_workload(rng: random.Random, accounts: list[str], new_id: Any, count:
     """`count` sends of every kind; repeats reuse an earlier id with the same or another body."""
     sends: list[Send] = []
     holds: list[str] = []
-    kinds = ["credit", "debit", "transfer", "hold", "capture", "release", "repeat", "conflict"]
-    weights = [12, 14, 20, 18, 16, 8, 7, 5]
+    kinds = [
+        *("credit", "debit", "transfer", "hold", "capture", "release", "reversal"),
+        *("repeat", "conflict"),
+    ]
+    weights = [12, 14, 20, 18, 16, 8, 8, 7, 5]
+    movers: list[str] = []
     for n in range(count):
         kind = rng.choices(kinds, weights)[0]
         if kind in ("capture", "release") and not holds:
@@ -538,6 +625,15 @@ def random_workload(rng: random.Random, accounts: list[str], new_id: Any, count:
             if rng.random() < 0.4:
                 request["destination_account_id"] = rng.choice(accounts)
             holds.append(operation_id)
+        elif kind == "reversal":
+            if not movers:
+                continue
+            # Often a recent one, so that reversals race the operation's own application.
+            request = {"reverses": rng.choice(movers[-4:] if rng.random() < 0.5 else movers)}
+            if rng.random() < 0.6:
+                request["amount"] = rng.randint(1, 400)
+            if rng.random() < 0.3:
+                request["metadata"] = {"reason": rng.choice(["refund", "chargeback"])}
         else:
             # Often the newest hold or a recent one, so that captures and releases race
             # the hold's own application.
@@ -553,12 +649,16 @@ def random_workload(rng: random.Random, accounts: list[str], new_id: Any, count:
                 final = rng.choice([None, True, False, False])
                 if final is not None:
                     request["final"] = final
+        if kind in ("credit", "debit", "transfer", "capture"):
+            movers.append(operation_id)
         sends.append(Send(operation_id, kind, request))
     return sends
 
 
 def other_body(rng: random.Random, earlier: Send) -> tuple[str, dict[str, Any]]:
     request = dict(earlier.request)
+    if earlier.kind == "reversal":
+        return earlier.kind, {**request, "amount": request.get("amount", 0) + 1}
     if earlier.kind in ("capture", "release"):
         return earlier.kind, {**request, "hold_id": f"{request['hold_id']}x"}
     if earlier.kind in ("credit", "debit") and rng.random() < 0.5:
@@ -650,11 +750,23 @@ def replay(model: Model, rows: list[Any]) -> Counter[str]:
     One allowance: a capture or release may fail with hold_not_found although
     its hold's operation is earlier in ledger order, because a ledger number is
     taken before its transaction commits and a capture whose hold is not yet
-    visible takes no account lock that would make it wait.
+    visible takes no account lock that would make it wait. The same holds for
+    a reversal whose operation was still pending when it read it.
     """
     outcomes: Counter[str] = Counter()
     for row in rows:
         recorded = Outcome(row.status, row.error_code, row.balances)
+        if row.error_code == "operation_not_reversible":
+            # Likewise a reversal whose operation is earlier in ledger order but was
+            # still pending when the reversal read it: not reversible, as the contract says.
+            assert row.type == "reversal", row
+            visible = row.request["reverses"] in model.moves
+            outcomes[
+                "operation_not_reversible (not yet visible)"
+                if visible
+                else "operation_not_reversible"
+            ] += 1
+            continue
         if row.error_code == "hold_not_found":
             assert row.type in ("capture", "release"), row
             expected = Outcome("failed", "hold_not_found")

@@ -37,6 +37,7 @@ CONFLICTING_POSTS = {
     "/v1/holds": "idempotency_conflict",
     "/v1/holds/{hold_id}/capture": "idempotency_conflict",
     "/v1/holds/{hold_id}/release": "idempotency_conflict",
+    "/v1/reversals": "idempotency_conflict",
 }
 UNDOCUMENTED_METHODS = {"HEAD", "OPTIONS"}
 
@@ -185,3 +186,15 @@ def test_the_documented_examples_are_accepted_by_the_api(
         url = re.sub(r"\{[^}]+\}", unique("path-id"), path)
         response = client.post(url, fresh(example, unique))
         assert response.status_code in (200, 201, 202), f"{path}: {response.text}"
+
+
+def test_the_event_feed_documents_its_page_and_the_answer_for_pruned_events(
+    document: dict[str, Any],
+) -> None:
+    operation = document["paths"]["/v1/events"]["get"]
+    parameters = {p["name"] for p in operation["parameters"]}
+    assert parameters == {"after", "limit"}
+    page = resolve(document, operation["responses"]["200"]["content"]["application/json"]["schema"])
+    assert set(page["properties"]) == {"items", "next_after"}
+    gone = resolve(document, operation["responses"]["410"])["content"]["application/json"]
+    assert gone["example"]["error"]["code"] == "events_pruned"

@@ -52,4 +52,6 @@ def test_every_terminal_operation_publishes_its_event(
     assert credit_event["delivery_mode"] == 2
     assert credit_event["content_type"] == "application/json"
     operation = client.wait(ok)
-    assert {k: v for k, v in credit_event["body"].items() if k != "schema_version"} == operation
+    assert isinstance(credit_event["body"]["event_seq"], int)
+    envelope = {"schema_version", "event_seq"}
+    assert {k: v for k, v in credit_event["body"].items() if k not in envelope} == operation

@@ -15,14 +15,18 @@ from tests.support.concurrent import at_once
 from tests.support.contract import assert_error
 from tests.support.stack import Client
 
+# Of a credit, debit or transfer, the operations these tests send.
 OPERATION_FIELDS = {
     "operation_id",
     "type",
     "status",
     "request",
+    "metadata",
     "error",
     "accepted_at",
     "completed_at",
+    "reversed",
+    "reversals",
 }
 
 

@@ -15,6 +15,7 @@ from billing import service
 from billing.adapters.ledger_db import SqlUnitOfWork
 from billing.config import Settings
 from billing.domain import NewAccount, Operation, OperationType
+from billing.ports import Event
 from tests.support import stack
 
 
@@ -40,9 +41,17 @@ def ledger() -> Iterator[tuple[Settings, Any]]:
     for operation_id, kind, request in steps:
         service.accept_operation(Operation(operation_id, kind, request), SqlUnitOfWork(engine))
         service.apply_operation(operation_id, SqlUnitOfWork(engine))
+    # Published (to nowhere) but the last: numbered in the feed, or waiting.
+    published = [operation_id for operation_id, _, _ in steps[:-1]]
+    service.publish_events(published, SqlUnitOfWork(engine), DiscardingPublisher())
     yield settings, engine
     engine.dispose()
     stack.drop_database(settings)
+
+
+class DiscardingPublisher:
+    def publish(self, events: list[Event]) -> None:
+        pass
 
 
 def audit(settings: Settings) -> subprocess.CompletedProcess[str]:
@@ -130,6 +139,22 @@ def test_audit_finds_a_corrupted_balance_row_and_exits_1(ledger: tuple[Settings,
             "a batch's operations were applied in its order",
         ),
         (
+            "UPDATE outbox SET event_seq = NULL WHERE message_id = 't1'",
+            "every published event has its feed number",
+        ),
+        (
+            "DROP INDEX outbox_event_seq; UPDATE outbox SET event_seq = 1 WHERE message_id = 't1'",
+            "feed numbers are unique",
+        ),
+        (
+            "UPDATE outbox SET event_seq = event_seq + 1 WHERE message_id = 'h1'",
+            "feed numbers have no gaps among committed events",
+        ),
+        (
+            "UPDATE event_seq_counter SET last_seq = last_seq + 1",
+            "feed numbers have no gaps among committed events",
+        ),
+        (
             "UPDATE accounts SET posted = 5 WHERE account_id = '@external:USD'",
             "the external counter-accounts keep no running balance",
         ),
@@ -154,6 +179,10 @@ def test_audit_finds_a_corrupted_balance_row_and_exits_1(ledger: tuple[Settings,
         "failed-entries",
         "floor",
         "batch-order",
+        "feed-unnumbered",
+        "feed-unique",
+        "feed-gap",
+        "feed-last",
         "external-running-balance",
         "balance-max",
     ],

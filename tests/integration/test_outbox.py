@@ -58,12 +58,23 @@ def test_outcome_events_are_stored_without_a_body_and_published_as_the_api_shows
 
 
 def published_as_the_api_shows_it(engine: Any, event: Event) -> bool:
-    """The event's body is its operation as the API renders it, top-level keys sorted."""
+    """The event's body is its operation as the API renders it, with its feed number, top-level
+    keys sorted."""
     record = views.get_operation(engine, event.message_id)
     assert record is not None
+    with engine.connect() as connection:
+        event_seq = connection.execute(
+            text("SELECT event_seq FROM outbox WHERE message_id = :id"), {"id": event.message_id}
+        ).scalar_one()
+    assert isinstance(event_seq, int)
     body = json.loads(jsoncodec.text_of(event.body))
     assert list(body) == sorted(body)
-    return bool(body == {**representation.render_operation(record), "schema_version": 1})
+    expected = {
+        **representation.render_operation(record),
+        "event_seq": event_seq,
+        "schema_version": 1,
+    }
+    return bool(body == expected)
 
 
 def test_an_outcome_body_is_rendered_with_what_json_escapes_and_big_numbers_intact(
@@ -106,6 +117,8 @@ def test_an_outcome_body_is_rendered_with_what_json_escapes_and_big_numbers_inta
             )
 
     with SqlUnitOfWork(engine) as uow:
+        uow.outbox.number_events(["x1", "x2"])
+        uow.commit()
         events = uow.outbox.unpublished_events(["x1", "x2"])
     assert [e.message_id for e in events] == ["x1", "x2"]
     for event in events:
@@ -204,7 +217,9 @@ def test_the_relay_reads_the_pending_events_only_however_many_were_published(
     with statements_kept(engine, "FROM outbox_pending p", "SKIP LOCKED") as claims:
         assert service.relay_events(SqlUnitOfWork(engine), publisher, older_than_s=60) == late
     assert [e.message_id for e in publisher.events] == ["late-1", "late-2", "late-3"]
-    assert bodies(publisher.events) == [{"n": 1}, {"n": 2}, {"n": 3}]
+    # Numbered by the relay, which found them unnumbered (the published ones
+    # were written without numbers): a stored body gets its number first.
+    assert bodies(publisher.events) == [{"event_seq": n, "n": n} for n in (1, 2, 3)]
     assert pending_marks(engine) == recent
 
     # The same claim again, on the recent events still pending: it may read
@@ -240,6 +255,7 @@ def test_marking_events_published_does_not_wait_for_the_disk_and_the_ledger_stil
     service.apply_operations(["c1"], SqlUnitOfWork(engine))
     uow = SqlUnitOfWork(engine)
     with uow:
+        uow.outbox.number_events(["c1"])
         events = uow.outbox.unpublished_events(["c1"])
         uow.outbox.mark_events_published(events)
         # A lost mark only publishes its events again: the commit need not wait.

@@ -63,11 +63,22 @@ def operation_rows(draw: st.DrawFn) -> dict[str, Any]:
     """A row of `operations` as the table's constraints allow it."""
     status = draw(st.sampled_from(list(Status)))
     failed = status is Status.failed
+    operation_type = draw(st.sampled_from([t.value for t in OperationType]))
+    request = draw(st.dictionaries(pg_text, json_values, max_size=4))
+    if draw(st.booleans()):
+        request["metadata"] = draw(json_values)
+    reversals = (
+        draw(st.lists(identifiers, min_size=1, max_size=3))
+        if operation_type in ("credit", "debit", "transfer", "capture") and draw(st.booleans())
+        else None
+    )
     return {
         "operation_id": draw(identifiers),
-        "type": draw(st.sampled_from([t.value for t in OperationType])),
+        "type": operation_type,
         "status": status.value,
-        "request": json.dumps(draw(st.dictionaries(pg_text, json_values, max_size=4))),
+        "request": json.dumps(request),
+        "reversed": draw(st.integers(1, 2**62)) if reversals else 0,
+        "reversals": reversals,
         "error_code": draw(identifiers.filter(lambda s: len(s) <= 32)) if failed else None,
         "error_message": draw(st.none() | pg_text) if failed else None,
         # SQL NULL, a jsonb null (which Python reads as None too) or the balances.
@@ -79,12 +90,13 @@ def operation_rows(draw: st.DrawFn) -> dict[str, Any]:
 
 _INSERT_OPERATION = text(
     "INSERT INTO operations (operation_id, type, status, request, error_code, error_message, "
-    "balances, accepted_at, completed_at) VALUES (:operation_id, :type, :status, "
-    "CAST(:request AS jsonb), :error_code, :error_message, CAST(:balances AS jsonb), "
-    ":accepted_at, :completed_at)"
+    "balances, accepted_at, completed_at, reversed, reversals) VALUES (:operation_id, :type, "
+    ":status, CAST(:request AS jsonb), :error_code, :error_message, CAST(:balances AS jsonb), "
+    ":accepted_at, :completed_at, :reversed, :reversals)"
 )
 _INSERT_EVENT = text(
-    "WITH e AS (INSERT INTO outbox (message_id, routing_key) VALUES (:id, 'operation.x.y') "
+    "WITH e AS (INSERT INTO outbox (message_id, routing_key, event_seq) "
+    "VALUES (:id, 'operation.x.y', 7) "
     "RETURNING event_id) INSERT INTO outbox_pending SELECT event_id FROM e"
 )
 
@@ -129,4 +141,5 @@ def test_the_event_body_is_the_operation_as_the_api_renders_it(
         savepoint.rollback()
     body = json.loads(jsoncodec.text_of(event.body))
     assert list(body) == sorted(body)
-    assert body == {**render_operation(record), "schema_version": EVENT_SCHEMA_VERSION}
+    expected = {**render_operation(record, as_completed=True), "event_seq": 7}
+    assert body == {**expected, "schema_version": EVENT_SCHEMA_VERSION}

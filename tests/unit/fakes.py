@@ -13,6 +13,7 @@ event ids) are not rolled back, as PostgreSQL's are not.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -28,11 +29,13 @@ from billing.domain import (
     HoldStatus,
     NewAccount,
     Operation,
+    Posting,
     Status,
     external_account_id,
 )
 from billing.ports import Event, InvalidData, LockBusy, OperationRecord, TransientError
 from billing.representation import EVENT_SCHEMA_VERSION, render_operation
+from billing.reversals import ReversalTarget
 
 
 class FakeClock:
@@ -61,6 +64,7 @@ class Store:
     events: dict[int, Event] = field(default_factory=dict)
     event_times: dict[int, datetime] = field(default_factory=dict)
     unpublished: dict[int, None] = field(default_factory=dict)  # event ids, oldest first
+    event_seqs: dict[int, int] = field(default_factory=dict)  # event id -> its feed number
 
     def copy(self) -> Store:
         return Store(
@@ -73,6 +77,7 @@ class Store:
             dict(self.events),
             dict(self.event_times),
             dict(self.unpublished),
+            dict(self.event_seqs),
         )
 
 
@@ -350,22 +355,89 @@ class FakeOperations(_Port):
                 fronts[batch_id] = min(fronts.get(batch_id, position), position)
         return fronts
 
+    def get_reversal_targets(self, operation_ids: list[str]) -> dict[str, ReversalTarget]:
+        store = self._uow.store
+        targets = {}
+        for operation_id in operation_ids:
+            record = store.operations.get(operation_id)
+            if record is None:
+                continue
+            operation = record.operation
+            posted = (
+                tuple(
+                    Posting(e.account_id, e.amount)
+                    for e in store.entries
+                    if e.operation_id == operation_id and e.bucket == Bucket.posted
+                )
+                if operation.status is Status.succeeded
+                else ()
+            )
+            targets[operation_id] = ReversalTarget(
+                operation_id, operation.type, operation.status, posted, record.reversed
+            )
+        return targets
+
+    def record_reversals(self, reversals: dict[str, list[tuple[str, int]]]) -> None:
+        store = self._uow.store
+        for target_id, made in reversals.items():
+            (target,) = self.get_reversal_targets([target_id]).values()
+            amount = sum(amount for _, amount in made)
+            if target.status is not Status.succeeded or target.reversed + amount > target.amount:
+                raise InvalidData(f"operation {target_id}: reversed beyond its amount")
+            stored = store.operations[target_id]
+            store.operations[target_id] = replace(
+                stored,
+                reversed=stored.reversed + amount,
+                reversals=[*(stored.reversals or []), *(i for i, _ in made)],
+            )
+
 
 class FakeOutbox(_Port):
+    def number_events(self, message_ids: list[str]) -> int:
+        wanted = set(message_ids)
+        store = self._uow.store
+        return self._number([i for i, e in store.events.items() if e.message_id in wanted])
+
+    def number_left_behind_events(self, *, older_than_s: float, limit: int) -> int:
+        store = self._uow.store
+        before = self._uow.now() - timedelta(seconds=older_than_s)
+        return self._number([i for i in store.unpublished if store.event_times[i] < before][:limit])
+
+    def _number(self, event_ids: list[int]) -> int:
+        """The next feed numbers, in event order, to those without one."""
+        seqs = self._uow.store.event_seqs
+        todo = sorted(i for i in event_ids if i not in seqs)
+        last = max(seqs.values(), default=0)
+        seqs.update((event_id, last + n) for n, event_id in enumerate(todo, start=1))
+        return len(todo)
+
+    def prune_events(self, *, retention_days: int, limit: int) -> int:
+        store = self._uow.store
+        before = self._uow.now() - timedelta(days=retention_days)
+        pruned = 0
+        for event_id in sorted(store.event_seqs, key=store.event_seqs.__getitem__)[:limit]:
+            if event_id in store.unpublished or store.event_times[event_id] >= before:
+                break
+            del store.events[event_id], store.event_times[event_id], store.event_seqs[event_id]
+            pruned += 1
+        return pruned
+
     def unpublished_events(self, message_ids: list[str]) -> list[Event]:
         store = self._uow.store
         wanted = dict.fromkeys(message_ids)
         found: dict[str, Event] = {}
         for event_id in store.unpublished:
             event = store.events[event_id]
-            if event.message_id in wanted:
+            if event.message_id in wanted and event_id in store.event_seqs:
                 found.setdefault(event.message_id, self._with_body(event))
         return [found[m] for m in wanted if m in found]
 
     def claim_unpublished_events(self, *, older_than_s: float, limit: int) -> list[Event]:
         store = self._uow.store
         before = self._uow.now() - timedelta(seconds=older_than_s)
-        old = [i for i in store.unpublished if store.event_times[i] < before]
+        old = [
+            i for i in store.unpublished if store.event_times[i] < before and i in store.event_seqs
+        ]
         return [self._with_body(store.events[i]) for i in old[:limit]]
 
     def mark_events_published(self, events: list[Event]) -> None:
@@ -375,12 +447,21 @@ class FakeOutbox(_Port):
             store.unpublished.pop(event.event_id, None)
 
     def _with_body(self, event: Event) -> Event:
-        """An outcome event's body, rendered from its operation as the outbox read does."""
+        """An event's body with its feed number, an outcome's rendered from its operation,
+        as the outbox read does."""
+        assert event.event_id is not None
+        event_seq = self._uow.store.event_seqs[event.event_id]
         if event.body is not None:
-            return event
+            stored = event.body if isinstance(event.body, dict) else json.loads(event.body)
+            return replace(event, body={"event_seq": event_seq, **stored})
         record = self._uow.store.operations[event.message_id]
         return replace(
-            event, body={**render_operation(record), "schema_version": EVENT_SCHEMA_VERSION}
+            event,
+            body={
+                **render_operation(record, as_completed=True),
+                "event_seq": event_seq,
+                "schema_version": EVENT_SCHEMA_VERSION,
+            },
         )
 
 

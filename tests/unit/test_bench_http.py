@@ -28,9 +28,12 @@ class Server:
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = int(
                     next(
-                        line.split(b":", 1)[1]
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"content-length:")
+                        (
+                            line.split(b":", 1)[1]
+                            for line in head.split(b"\r\n")
+                            if line.lower().startswith(b"content-length:")
+                        ),
+                        b"0",  # a GET has no body
                     )
                 )
                 request = head + await reader.readexactly(length)
@@ -82,6 +85,27 @@ def test_a_request_is_one_well_formed_post_and_connections_are_kept_alive() -> N
     assert b"\r\nX-Token: t\r\n" in first
     assert b"\r\nContent-Length: 7\r\n\r\n" in first
     assert first.endswith(b'\r\n\r\n{"a":1}')
+
+
+def test_a_get_is_one_well_formed_request_without_a_body_on_the_same_connections() -> None:
+    async def post_then_get(server: Server) -> list[tuple[int, bytes]]:
+        listener = await asyncio.start_server(server.serve, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        pool = HttpPool(f"http://127.0.0.1:{port}/base/", {"X-Token": "t"}, 1, 5)
+        try:
+            return [await pool.post("/v1/x", b"{}"), await pool.get("/v1/y?a=1&b=%3A")]
+        finally:
+            await pool.close()
+            listener.close()
+
+    server = Server(lambda _: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert asyncio.run(post_then_get(server)) == [(200, b"ok")] * 2
+    assert server.connections == 1
+    get = server.requests[1]
+    assert get.startswith(b"GET /base/v1/y?a=1&b=%3A HTTP/1.1\r\n")
+    assert b"\r\nX-Token: t\r\n" in get
+    assert get.endswith(b"\r\n\r\n") and b"Content-Length" not in get
+    assert get.count(b"\r\n\r\n") == 1
 
 
 def test_chunked_bodies_with_trailers_are_joined() -> None:

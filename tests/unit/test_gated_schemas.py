@@ -23,6 +23,7 @@ from billing.adapters.schemas import (
     GatedSchema,
     HoldCreateSchema,
     ReleaseSchema,
+    ReversalSchema,
     TransferSchema,
     parse_operation,
 )
@@ -34,6 +35,7 @@ SCHEMAS: list[type[GatedSchema]] = [
     HoldCreateSchema,
     CaptureSchema,
     ReleaseSchema,
+    ReversalSchema,
 ]
 
 good_identifiers = st.from_regex(r"\A[A-Za-z0-9._:-]{1,64}\Z")
@@ -67,6 +69,21 @@ VALUES = {
         limits.hold_expires_in_min_s, limits.hold_expires_in_max_s
     ),
     gate.final_problem: (st.booleans(), st.sampled_from([0, 1, "true", None, 1.0])),
+    gate.metadata_problem: (
+        st.dictionaries(st.text(max_size=5), st.one_of(st.integers(), st.text(max_size=5))),
+        st.sampled_from(
+            [
+                None,
+                [],
+                "x",
+                1,
+                {"a": "x" * limits.metadata_size_max_bytes},
+                {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {}}}}}}}}},
+                {"nan": float("nan")},
+                {"nul": "\x00"},
+            ]
+        ),
+    ),
 }
 
 
@@ -84,7 +101,7 @@ def bodies(draw: Any) -> tuple[type[GatedSchema], Any]:
         good, bad = VALUES[rule.problem]
         body[name] = draw(good if draw(st.integers(0, 3)) > 0 else bad)
     if draw(st.integers(0, 9)) == 0:
-        extra = draw(st.sampled_from(["metadata", "currency", "amout", "type", "hold_id"]))
+        extra = draw(st.sampled_from(["meta", "currency", "amout", "type", "hold_id"]))
         body[extra] = draw(st.one_of(st.text(max_size=5), st.integers(), st.none()))
     return schema, body
 
@@ -143,5 +160,5 @@ def test_an_item_without_a_known_type_names_the_types() -> None:
     parsed = parse_operation({"type": "expiry", "operation_id": "x", "hold_id": "h"})
     assert isinstance(parsed, dict)
     assert parsed["details"] == {
-        "type": ["Must be one of: credit, debit, transfer, hold, capture, release."]
+        "type": ["Must be one of: credit, debit, transfer, hold, capture, release, reversal."]
     }

@@ -8,7 +8,7 @@ import pytest
 
 from billing import limits, representation, service
 from billing.domain import NewAccount, Operation, OperationType
-from billing.ports import TransientError
+from billing.ports import Event, TransientError
 from billing.service import Acceptance
 from tests.unit.service_driver import Service, credit
 
@@ -156,17 +156,36 @@ def test_publish_events_sends_each_named_event_with_its_rendered_body_and_marks_
     assert event.routing_key == "operation.credit.succeeded"
     assert event.body == {
         **representation.render_operation(ledger.record("c1")),
+        "event_seq": 1,
         "schema_version": 1,
     }
     assert ledger.unpublished() == []
 
 
-def test_publish_events_reads_and_marks_in_one_transaction(ledger: Service) -> None:
+def test_publish_events_numbers_in_a_transaction_of_its_own_then_reads_and_marks_in_one(
+    ledger: Service,
+) -> None:
     ledger.open("alice")
     ledger.run("credit", "c1", account_id="alice", amount=5)
     commits = ledger.uow.commits
     service.publish_events(["c1"], ledger.uow, ledger.publisher)
-    assert ledger.uow.commits - commits == 1
+    assert ledger.uow.commits - commits == 2
+
+
+def test_an_event_is_published_only_once_its_feed_number_is_committed(ledger: Service) -> None:
+    ledger.open("alice")
+    ledger.run("credit", "c1", account_id="alice", amount=5)
+    ledger.run("credit", "c2", account_id="alice", amount=5)
+    committed_numbers: list[dict[int, int]] = []
+
+    class Publisher:
+        def publish(self, events: list[Event]) -> None:
+            committed_numbers.append(dict(ledger.uow.committed.event_seqs))
+            assert [e.body["event_seq"] for e in events if isinstance(e.body, dict)] == [2]
+
+    service.publish_events(["c1"], ledger.uow, ledger.publisher)
+    service.publish_events(["c2"], ledger.uow, Publisher())
+    assert sorted(committed_numbers[0].values()) == [1, 2]
 
 
 def test_publish_events_publishes_an_event_once_and_nothing_unknown(ledger: Service) -> None:
