@@ -44,9 +44,10 @@ class Workers:
         self.processes: list[stack.Process] = []
         self._started = 0
 
-    def start(self, concurrency: int = 2) -> stack.Process:
+    def start(self, concurrency: int = 2, wait: bool = True) -> stack.Process:
+        """Start another worker; with `wait=False`, the caller waits for it (`stack.wait_ready`)."""
         self._started += 1
-        process = stack.start_worker(self.settings, f"w{self._started}", concurrency)
+        process = stack.start_worker(self.settings, f"w{self._started}", concurrency, wait)
         self.processes.append(process)
         return process
 

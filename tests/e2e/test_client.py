@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -34,6 +35,9 @@ from billing_client import (
 from billing_client.models import Event
 from tests.support import stack
 from tests.support.throwaway import ThrowawayPostgres
+
+# `consume_until` takes events this many at a time (the client's prefetch).
+BATCH_EVENTS = 32
 
 
 @pytest.fixture(scope="module")
@@ -396,9 +400,11 @@ def test_a_credit_sent_while_the_database_is_down_is_retried_until_it_is_back(
         postgres.create()
         stack.prepare_database(outage)
         port = stack.free_port()
+        # The worker starts while the API does.
+        processes.append(stack.start_worker(outage, "ow1", concurrency=1, wait=False))
         processes.append(stack.start_api(outage, port))
-        processes.append(stack.start_worker(outage, "ow1", concurrency=1))
-        api_log = processes[0].log_path
+        stack.wait_ready(processes[0])
+        api_log = processes[1].log_path
         with Client(f"http://127.0.0.1:{port}", outage.api_tokens[0]) as client:
             client.create_account("alice", "USD")
             postgres.stop()
@@ -416,8 +422,7 @@ def test_a_credit_sent_while_the_database_is_down_is_retried_until_it_is_back(
             assert client.wait(accepted.operation_id).succeeded
             assert client.account("alice").posted == 70
     finally:
-        for process in processes:
-            process.stop()
+        stack.stop_all(processes)
         stack.delete_amqp_entities(outage)
         postgres.drop()
 
@@ -425,12 +430,22 @@ def test_a_credit_sent_while_the_database_is_down_is_retried_until_it_is_back(
 def consume_until(
     consumer: EventConsumer, wanted: Callable[[Event], bool], limit: int = 1_000
 ) -> list[Event]:
-    """Events one at a time (each acknowledged) until one is wanted; bounded."""
+    """Events (each acknowledged) up to the first wanted one; bounded in number and in waiting.
+
+    Taken a prefetch's worth at a time (one at a time, each call would take
+    a prefetch and give all but one back); events after the wanted one in the
+    last batch are acknowledged too, as any consumer of the queue would.
+    """
     seen: list[Event] = []
-    for _ in range(limit):
-        assert consumer.consume(seen.append, limit=1, idle_timeout_s=60) == 1, "no event came"
-        if wanted(seen[-1]):
-            return seen
+    idle_deadline = time.monotonic() + 60
+    while len(seen) < limit:
+        handled = consumer.consume(seen.append, limit=BATCH_EVENTS, idle_timeout_s=0.5)
+        found = next((i for i, event in enumerate(seen) if wanted(event)), None)
+        if found is not None:
+            return seen[: found + 1]
+        if handled:
+            idle_deadline = time.monotonic() + 60
+        assert time.monotonic() < idle_deadline, "no event came for 60 s"
     raise AssertionError(f"no wanted event among {len(seen)}")
 
 
@@ -439,8 +454,11 @@ def test_the_events_helper_reads_billing_responses_as_typed_events(
 ) -> None:
     account_id = new_id("evented")
     sdk.create_account(account_id, "USD")
-    credit = sdk.credit(account_id, 42)
     with EventConsumer(settings.broker_url, prefix=settings.amqp_prefix) as consumer:
+        # The events of the tests before this one are taken (and acknowledged) first:
+        # there may be thousands, ahead of this test's event.
+        consumer.consume(lambda _: None, idle_timeout_s=0.5)
+        credit = sdk.credit(account_id, 42)
         seen = consume_until(
             consumer,
             lambda e: (

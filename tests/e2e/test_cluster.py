@@ -38,14 +38,16 @@ from billing.config import Settings
 from tests.support import stack
 from tests.support.cluster import RabbitCluster
 
-OPERATIONS = 5_000
+# At least this many operations: the load goes on until the last fault is
+# over and every node runs again, however long the faults take.
+OPERATIONS = 3_000
 ACCOUNTS = 30
 BATCH_SIZE = 25
 # Shares of the operations: one by one over HTTP, in HTTP batches, over the intake.
 SINGLE_SHARE, BATCH_SHARE, INTAKE_SHARE = 0.4, 0.4, 0.2
 UNITS_TOTAL = SINGLE_SHARE + BATCH_SHARE / BATCH_SIZE + INTAKE_SHARE
 REPEAT_SHARE = 0.05
-# The load is paced so that it spans the three faults (about two minutes).
+# The load is paced: the same rate before, during and after the faults.
 OPERATIONS_PER_S = 45
 SENDERS = 6
 ENTRIES_BY_TYPE = {"credit": 2, "debit": 2, "transfer": 2, "hold": 1, "capture": 3, "release": 1}
@@ -71,21 +73,22 @@ def cluster_stack() -> Iterator[ClusterStack]:
         cluster.start()
         stack.prepare_database(settings)
         # The first worker, on the first node, declares the task queues, so
-        # their leaders are there; the second prefers the second node.
+        # their leaders are there (it is ready before anything else starts);
+        # the second prefers the second node, and starts while the API does.
         for i in range(2):
             worker = replace(settings, broker_url=cluster.url_from(i))
-            running.processes.append(stack.start_worker(worker, f"cw{i + 1}"))
+            running.processes.append(stack.start_worker(worker, f"cw{i + 1}", wait=i == 0))
         port = stack.free_port()
         api = replace(settings, broker_url=cluster.url_from(2))
         running.processes.append(stack.start_api(api, port))
+        stack.wait_ready(running.processes[1])
         running.processes.append(
             stack.start_beat(replace(settings, broker_url=cluster.url_from(1)))
         )
         running.base_url = f"http://127.0.0.1:{port}"
         yield running
     finally:
-        for process in running.processes:
-            process.stop()
+        stack.stop_all(running.processes)
         cluster.remove()
         stack.drop_database(settings)
 

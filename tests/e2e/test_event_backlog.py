@@ -34,16 +34,15 @@ def bounded() -> Iterator[tuple[Settings, stack.Client]]:
     settings = dataclasses.replace(stack.make_settings(), responses_max_events=BOUND)
     stack.prepare_database(settings)
     port = stack.free_port()
-    processes = [stack.start_api(settings, port)]
+    # The worker starts while the API does.
+    processes = [stack.start_worker(settings, "backlog", 2, wait=False)]
     try:
-        processes.append(stack.start_worker(settings, "backlog", 2))
+        processes.append(stack.start_api(settings, port))
+        stack.wait_ready(processes[0])
         processes.append(stack.start_beat(settings))
         yield settings, stack.Client(f"http://127.0.0.1:{port}", settings.api_tokens[0])
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.stop()
+        stack.stop_all(processes)
         stack.drop_database(settings)
         stack.delete_amqp_entities(settings)
 

@@ -51,20 +51,26 @@ def faulty_stack() -> Any:
     )
     processes: list[stack.Process] = []
     try:
-        postgres.create()
-        rabbit.start()
+        # Each takes seconds to start, and neither needs the other.
+        with ThreadPoolExecutor(2) as pool:
+            for started in [pool.submit(postgres.create), pool.submit(rabbit.start)]:
+                started.result()
         stack.prepare_database(settings)
+        # The workers start while the API does: each takes seconds to be ready.
+        workers = [stack.start_worker(settings, f"fw{i}", wait=False) for i in range(3)]
+        processes.extend(workers)
         port = stack.free_port()
         processes.append(stack.start_api(settings, port))
-        workers = [stack.start_worker(settings, f"fw{i}") for i in range(3)]
-        processes.extend(workers)
+        for worker in workers:
+            stack.wait_ready(worker)
         processes.append(stack.start_beat(settings))
         yield settings, postgres, rabbit, f"http://127.0.0.1:{port}", workers, processes
     finally:
-        for process in processes:
-            process.stop()
-        rabbit.remove()
-        postgres.drop()
+        stack.stop_all(processes)
+        with ThreadPoolExecutor(2) as pool:
+            removed = [pool.submit(rabbit.remove), pool.submit(postgres.drop)]
+        for done in removed:
+            done.result()
 
 
 class Plan:

@@ -384,5 +384,5 @@ def test_a_bug_while_handling_one_message_parks_it_and_the_intake_goes_on(
         assert client.account(account)["posted"] == 0
     finally:
         bugged.stop()
-        for _ in range(3):
-            workers.start()
+        for process in [workers.start(wait=False) for _ in range(3)]:
+            stack.wait_ready(process)

@@ -153,10 +153,12 @@ def test_billing_up_waits_for_a_late_broker_and_prints_the_banner_only_when_it_a
         # Up means up: at the banner the API is ready and a worker applies operations.
         ready = requests.get(f"http://127.0.0.1:{api_port}/readyz", timeout=10)
         assert ready.status_code == 200, ready.text
-        client = Client(f"http://127.0.0.1:{api_port}", token)
-        client.create_account("alice", "EUR")
-        credit = client.credit("alice", 500)
-        assert client.wait(credit.operation_id, 60).succeeded
+        # Closed before Ctrl-C: an idle keep-alive connection would hold the
+        # API's graceful stop for its whole timeout.
+        with Client(f"http://127.0.0.1:{api_port}", token) as client:
+            client.create_account("alice", "EUR")
+            credit = client.credit("alice", 500)
+            assert client.wait(credit.operation_id, 60).succeeded
     finally:
         process.send_signal(signal.SIGINT)
         try:

@@ -20,7 +20,6 @@ the cookies are set back.
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import threading
 import uuid
@@ -45,6 +44,8 @@ class RabbitCluster:
             )
             for letter in "abcdefg"[:size]
         ]
+        # The nodes `partition` cut off and `heal` has not mended yet.
+        self.cut_off: list[ThrowawayRabbit] = []
 
     def url_from(self, first: int) -> str:
         """Every node's URL, `;`-separated, starting at node `first` (the preferred node)."""
@@ -66,7 +67,7 @@ class RabbitCluster:
         assert running == str(len(self.nodes)), f"{running} of {len(self.nodes)} nodes running"
 
     def remove(self) -> None:
-        for node in self.nodes:
+        for node in list(self.cut_off):
             self.heal(node)
         _each(self.nodes, ThrowawayRabbit.remove)
 
@@ -105,11 +106,12 @@ class RabbitCluster:
             )
             return probe.returncode == 0
 
-        stack.wait_until(safe, timeout_s, f"{node.node} not to be quorum critical", 1)
+        stack.wait_until(safe, timeout_s, f"{node.node} not to be quorum critical", 0.25)
 
     def partition(self, cut_off: ThrowawayRabbit) -> None:
         """Cut `cut_off` from the other nodes: each refuses the other's distribution handshake."""
         others = [node for node in self.nodes if node is not cut_off]
+        self.cut_off.append(cut_off)
         cut_off.ctl("eval", _cut(others))
         for node in others:
             node.ctl("eval", _cut([cut_off]))
@@ -117,10 +119,15 @@ class RabbitCluster:
     def heal(self, cut_off: ThrowawayRabbit) -> None:
         """Give the nodes their cookies back; the paused node sees the others and resumes."""
         others = [node for node in self.nodes if node is not cut_off]
+        mended = True
         for node in self.nodes:
-            # A node that is down has nothing to mend.
-            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            # A node that is down has nothing to mend (`remove` tries again).
+            try:
                 node.ctl("eval", _mend(others if node is cut_off else [cut_off]), timeout_s=30)
+            except (RuntimeError, subprocess.TimeoutExpired):
+                mended = False
+        if mended and cut_off in self.cut_off:
+            self.cut_off.remove(cut_off)
 
     def wait_running(self, timeout_s: float = 180) -> None:
         """Wait until every node runs RabbitMQ and sees every other (none paused or down)."""
@@ -135,7 +142,7 @@ class RabbitCluster:
                     return False
             return True
 
-        stack.wait_until(all_running, timeout_s, "every node of the cluster to run", 1)
+        stack.wait_until(all_running, timeout_s, "every node of the cluster to run", 0.25)
 
 
 def _names(nodes: list[ThrowawayRabbit]) -> str:

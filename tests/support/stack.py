@@ -119,11 +119,22 @@ def delete_amqp_entities(settings: Settings) -> None:
 
 
 class Process:
-    """A child process whose output goes to a log file under .test-logs/."""
+    """A child process whose output goes to a log file under .test-logs/.
 
-    def __init__(self, name: str, command: list[str], env: dict[str, str]) -> None:
+    `stop_signal` is what `terminate` and `stop` send: SIGTERM (a warm
+    shutdown) unless the process says otherwise.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        env: dict[str, str],
+        stop_signal: int = signal.SIGTERM,
+    ) -> None:
         LOGS.mkdir(exist_ok=True)
         self.name = name
+        self.stop_signal = stop_signal
         self.log_path = LOGS / f"{name}.log"
         self._log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
@@ -153,23 +164,40 @@ class Process:
         self.popen.wait(timeout=10)
 
     def terminate(self) -> None:
-        """Ask for a warm shutdown without waiting for it."""
+        """Ask for a shutdown (`stop_signal`) without waiting for it."""
         if self.alive():
-            self.popen.terminate()
+            self.popen.send_signal(self.stop_signal)
 
     def stop(self) -> None:
         if self.alive():
             try:
-                self.popen.terminate()
+                self.popen.send_signal(self.stop_signal)
                 self.popen.wait(timeout=20)
             except (subprocess.TimeoutExpired, ProcessLookupError):
                 self.kill()
         self._log.close()
 
 
+def stop_all(processes: Iterable[Process]) -> None:
+    """Stop every process, all at once: each is asked first, then each is waited for."""
+    processes = list(processes)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.stop()
+
+
 def start_api(settings: Settings, port: int) -> Process:
+    """gunicorn serving the API; `stop` is its quick shutdown (SIGINT).
+
+    A test's stack is thrown away when it stops, and gunicorn's graceful
+    shutdown (SIGTERM) waits out its whole graceful timeout (10 s) for the
+    test clients' idle keep-alive connections.
+    """
     command = [sys.executable, "-m", "billing.cli", "api", "--port", str(port), "--workers", "2"]
-    process = Process(f"api-{settings.amqp_prefix}", command, environment(settings))
+    process = Process(
+        f"api-{settings.amqp_prefix}", command, environment(settings), stop_signal=signal.SIGINT
+    )
     wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), 30, "the API to start")
     return process
 

@@ -7,6 +7,8 @@ same services.
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import re
 import shutil
@@ -47,7 +49,13 @@ def compose(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 def rendered(**variables: str) -> dict[str, Any]:
     """The file as compose reads it, variables substituted (`docker-compose config`)."""
-    env = {**os.environ, **REQUIRED_VARIABLES, **variables}
+    return copy.deepcopy(_rendered(tuple(sorted(variables.items()))))
+
+
+@functools.cache
+def _rendered(variables: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """Rendered once per set of variables: the file does not change during a run."""
+    env = {**os.environ, **REQUIRED_VARIABLES, **dict(variables)}
     done = compose("config", env=env)
     assert done.returncode == 0, done.stderr
     return dict(yaml.safe_load(done.stdout))
