@@ -178,6 +178,15 @@ SCENARIOS = (
     "batch endpoint with nobody reading billing.responses, then run uniform and latency "
     "on it (bench.grown; 2000000 takes most of an hour) [default: off]",
 )
+@click.option(
+    "--settle",
+    "settle_s",
+    default=settle_between_runs_s,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="seconds of rest between runs, after the vacuum, so one run's tail does not weigh on "
+    "the next",
+)
 @click.option("--json", "as_json", is_flag=True, help="print every figure as one JSON object")
 def bench_suite(
     url: str,
@@ -189,6 +198,7 @@ def bench_suite(
     sweep_duration: float,
     events: str,
     grown_operations: int,
+    settle_s: float,
     as_json: bool,
 ) -> None:
     """Run the benchmark scenarios one after another and check each against its goal.
@@ -229,7 +239,7 @@ def bench_suite(
         nonlocal runs
         if runs:
             vacuum_ledger(settings.database_url)
-            time.sleep(settle_between_runs_s)
+            time.sleep(settle_s)
         runs += 1
         click.echo(f"== {title}", err=True)
         drain_timeout_s = grown.grow_drain_timeout_s if count else suite_drain_timeout_s
