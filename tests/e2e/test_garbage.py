@@ -46,6 +46,7 @@ SEED = int(os.environ.get("BILLING_GARBAGE_SEED") or random.SystemRandom().randr
 DRAIN_WAIT_S = 150
 HONEST_WAIT_S = 60
 CONSUMERS_WAIT_S = 20
+DEAD_LETTER_WAIT_S = 30
 # BILLING_GARBAGE_QUEUES=requests,tasks narrows the garbage to some queues (to
 # find what else fails while a known failure is being fixed).
 QUEUES = [q for q in os.environ.get("BILLING_GARBAGE_QUEUES", "").split(",") if q] or None
@@ -228,11 +229,44 @@ def _audit(settings: Settings) -> list[str]:
 def _dead_letter_failures(
     broker: GarbageBroker, sent: list[Garbage], rejected_events: int
 ) -> list[str]:
-    """Refused garbage must be parked in its dead-letter queue; the intake's also announced."""
+    """Refused garbage must be parked in its dead-letter queue; the intake's also announced.
+
+    A quorum queue dead-letters at least once but not at once (the broker
+    moves what was rejected in the background, and a message being handled
+    when the queues looked empty is rejected later), so the dead-letter
+    queues are read until every refused message is found or the wait ends.
+    """
     failures = []
-    dead_requests = [body for _, body, _ in broker.take_all("billing.requests.dead")]
+    dead_requests: list[bytes] = []
+    dead_tasks: list[bytes] = []
+    deadline = time.monotonic() + DEAD_LETTER_WAIT_S
+    while True:
+        dead_requests += [body for _, body, _ in broker.take_all("billing.requests.dead")]
+        dead_tasks += [body for _, body, _ in broker.take_all("billing.tasks.dead")]
+        vanished, checked = _vanished(sent, dead_requests, dead_tasks)
+        if not vanished or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    if vanished:
+        failures.append(
+            f"{sum(vanished.values())} of {checked} refused messages are in no "
+            f"dead-letter queue: {dict(vanished)}"
+        )
+    refused_intake = sum(1 for m in sent if m.fate == "refused" and m.queue == INTAKE)
+    if rejected_events < refused_intake:
+        failures.append(
+            f"{rejected_events} request.rejected events for {refused_intake} refused "
+            "intake messages"
+        )
+    return failures
+
+
+def _vanished(
+    sent: list[Garbage], dead_requests: list[bytes], dead_tasks: list[bytes]
+) -> tuple[Counter[str], int]:
+    """The refused messages found in no dead-letter queue (by kind), and how many were checked."""
     parked = {digest(body) for body in dead_requests}
-    parked |= {digest(body) for _, body, _ in broker.take_all("billing.tasks.dead")}
+    parked |= {digest(body) for body in dead_tasks}
     # A submit_request task the gate refuses is parked as the request it carries,
     # in the intake's form: found by its operation id.
     parked |= {_parked_request_id(body) for body in dead_requests} - {None}
@@ -254,18 +288,7 @@ def _dead_letter_failures(
     anonymous_parked = sum(1 for body in dead_requests if _parked_request_id(body) is None)
     if anonymous_parked < anonymous_sent:
         vanished["submit_request without an operation id"] = anonymous_sent - anonymous_parked
-    if vanished:
-        failures.append(
-            f"{sum(vanished.values())} of {len(checked)} refused messages are in no "
-            f"dead-letter queue: {dict(vanished)}"
-        )
-    refused_intake = sum(1 for m in sent if m.fate == "refused" and m.queue == INTAKE)
-    if rejected_events < refused_intake:
-        failures.append(
-            f"{rejected_events} request.rejected events for {refused_intake} refused "
-            "intake messages"
-        )
-    return failures
+    return vanished, len(checked)
 
 
 def _parked_request_id(body: bytes) -> str | None:
