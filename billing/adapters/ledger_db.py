@@ -587,12 +587,6 @@ class SqlOutbox(_OnConnection):
         assert None not in event_ids, "only events read back from the outbox can be marked"
         self.connection.execute(_MARK_EVENTS_PUBLISHED, {"ids": int_array(event_ids)})
 
-    def number_events(self, message_ids: list[str]) -> int:
-        return event_feed.number_events(self.connection, message_ids)
-
-    def number_left_behind_events(self, *, older_than_s: float, limit: int) -> int:
-        return event_feed.number_left_behind(self.connection, older_than_s, limit)
-
     def prune_events(self, *, retention_days: int, limit: int) -> int:
         return event_feed.prune_events(self.connection, retention_days, limit)
 
