@@ -43,7 +43,7 @@ from billing.adapters.pgarrays import int_array, text_array, timestamp_array
 from billing.domain import Entry
 from billing.ports import Event, OperationRecord
 
-_WRITE_BATCH = text(
+WRITE_BATCH = text(
     "WITH moved AS ("
     "UPDATE accounts SET posted = accounts.posted + d.posted, held = accounts.held + d.held "
     "FROM unnest(CAST(:move_ids AS varchar[]), CAST(:move_posted AS bigint[]), "
@@ -69,7 +69,7 @@ _WRITE_BATCH = text(
     "RETURNING 1), "
     "numbered AS ("
     "UPDATE event_seq_counter SET last_seq = last_seq + CAST(:event_count AS bigint) "
-    "WHERE CAST(:event_count AS bigint) > 0 "
+    "WHERE singleton = true AND CAST(:event_count AS bigint) > 0 "
     "RETURNING last_seq - CAST(:event_count AS bigint) AS base), "
     "added AS ("
     "INSERT INTO outbox (message_id, routing_key, body, event_seq) "
@@ -98,26 +98,36 @@ def write_batch(
     the sum of its entries instead, and it is never moved here.
     """
     result = connection.execute(
-        _WRITE_BATCH,
-        {
-            "move_ids": text_array(moves),
-            "move_posted": int_array(posted for posted, _ in moves.values()),
-            "move_held": int_array(held for _, held in moves.values()),
-            "created_at": created_at,
-            **_entry_arrays(entries),
-            **_completed_arrays(completed),
-            "event_count": len(events),
-            "event_ids": text_array(e.message_id for e in events),
-            "event_keys": text_array(e.routing_key for e in events),
-            "event_bodies": text_array(
-                None if e.body is None else jsoncodec.text_of(e.body) for e in events
-            ),
-        },
+        WRITE_BATCH, write_parameters(moves, entries, completed, events, created_at)
     ).one()
     assert result.completed == len(completed), "an operation to complete has no row"
     # One row of arrays, not a row per account: psycopg2 reads arrays in C.
     balances = zip(result.posted or [], result.held or [], strict=True)
     return dict(zip(result.account_ids or [], balances, strict=True))
+
+
+def write_parameters(
+    moves: dict[str, tuple[int, int]],
+    entries: list[Entry],
+    completed: list[OperationRecord],
+    events: list[Event],
+    created_at: datetime,
+) -> dict[str, object]:
+    """The parameters of `WRITE_BATCH`."""
+    return {
+        "move_ids": text_array(moves),
+        "move_posted": int_array(posted for posted, _ in moves.values()),
+        "move_held": int_array(held for _, held in moves.values()),
+        "created_at": created_at,
+        **_entry_arrays(entries),
+        **_completed_arrays(completed),
+        "event_count": len(events),
+        "event_ids": text_array(e.message_id for e in events),
+        "event_keys": text_array(e.routing_key for e in events),
+        "event_bodies": text_array(
+            None if e.body is None else jsoncodec.text_of(e.body) for e in events
+        ),
+    }
 
 
 def _entry_arrays(entries: list[Entry]) -> dict[str, str]:

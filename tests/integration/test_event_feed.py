@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from billing import feed, service
-from billing.adapters import audit, event_feed, jsoncodec, outbox_reads
+from billing.adapters import audit, batch_write, event_feed, jsoncodec, outbox_reads
 from billing.adapters.ledger_db import SqlOutbox, SqlUnitOfWork
 from billing.domain import Operation, OperationType
 from billing.ports import Event
@@ -255,3 +255,26 @@ def test_vacuuming_the_pending_marks_gives_their_space_back(workerless_engine: A
     event_feed.vacuum_pending_marks(engine)
     with engine.connect() as connection:
         assert connection.execute(size).scalar_one() < bloated / 10
+
+
+def test_the_ledger_write_numbers_its_events_by_key_without_compiling_while_locks_are_held(
+    workerless_engine: Any,
+) -> None:
+    """The write runs with sequential scans disabled (`ledger_db.PLAN_BY_KEY`): read
+    without its key, the one-row counter cost so much that PostgreSQL compiled the
+    statement (JIT), 400 ms a write with every account lock held."""
+    engine = workerless_engine
+    events = [Event("e1", "test.recorded", {"n": 1})]
+    parameters = batch_write.write_parameters({}, [], [], events, datetime.now(UTC))
+    with SqlUnitOfWork(engine) as uow:
+        uow.ledger.lock_and_get_accounts(["alice"], ledger_seqs=0)
+        explain = text("EXPLAIN (FORMAT JSON) " + batch_write.WRITE_BATCH.text)
+        (plan,) = uow.connection.execute(explain, parameters).scalar_one()
+    assert "JIT" not in plan
+
+    def scans(node: dict[str, Any]) -> list[tuple[str, str]]:
+        found = [(node["Node Type"], node.get("Relation Name", ""))]
+        return found + [s for child in node.get("Plans", []) for s in scans(child)]
+
+    assert ("Seq Scan", "event_seq_counter") not in scans(plan["Plan"])
+    assert ("Index Scan", "event_seq_counter") in scans(plan["Plan"])
