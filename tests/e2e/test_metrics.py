@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Engine, delete, func, insert, select, text
 
 from billing.adapters import tables
 from tests.support import stack
@@ -115,23 +115,25 @@ def test_metrics_count_the_operations_just_run(
 
 @pytest.fixture
 def unpublished_events(engine: Engine, new_id: Any) -> Iterator[Any]:
-    """Adds outbox rows no relay takes yet (created an hour ahead), deleted at the end."""
+    """Adds outbox rows no relay takes yet (created an hour ahead), numbered in the feed as
+    a ledger transaction numbers them; at the end they count as published (removing them
+    would leave a gap in the feed's numbers)."""
     event_ids: list[int] = []
 
     def add(count: int) -> None:
         created_at = datetime.now(UTC) + timedelta(hours=1)
-        rows = [
-            {
-                "message_id": new_id(f"metrics-backlog-{len(event_ids) + n}"),
-                "routing_key": "test.backlog",
-                "body": {},
-                "created_at": created_at,
-            }
-            for n in range(count)
-        ]
+        message_ids = [new_id(f"metrics-backlog-{len(event_ids) + n}") for n in range(count)]
         with engine.begin() as connection:
             added = connection.execute(
-                insert(tables.outbox).returning(tables.outbox.c.event_id), rows
+                text(
+                    "WITH c AS (UPDATE event_seq_counter SET last_seq = last_seq + :n "
+                    "RETURNING last_seq - :n AS base) "
+                    "INSERT INTO outbox (message_id, routing_key, body, created_at, event_seq) "
+                    "SELECT m.id, 'test.backlog', '{}', :at, c.base + m.n FROM c, "
+                    "unnest(CAST(:ids AS varchar[])) WITH ORDINALITY AS m(id, n) "
+                    "RETURNING event_id"
+                ),
+                {"n": count, "at": created_at, "ids": message_ids},
             )
             event_ids.extend(added.scalars())
             connection.execute(
@@ -142,7 +144,6 @@ def unpublished_events(engine: Engine, new_id: Any) -> Iterator[Any]:
     with engine.begin() as connection:
         pending = tables.outbox_pending
         connection.execute(delete(pending).where(pending.c.event_id.in_(event_ids)))
-        connection.execute(delete(tables.outbox).where(tables.outbox.c.event_id.in_(event_ids)))
 
 
 def backlog(api_url: str, engine: Engine) -> float:
