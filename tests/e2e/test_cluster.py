@@ -99,7 +99,7 @@ def cluster_stack() -> Iterator[ClusterStack]:
         running.base_url = f"http://127.0.0.1:{port}"
         yield running
     finally:
-        stack.stop_all(running.processes)
+        stack.discard_all(running.processes)
         cluster.remove()
         stack.drop_database(settings)
 

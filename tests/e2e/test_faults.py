@@ -70,7 +70,7 @@ def faulty_stack() -> Any:
         processes.append(stack.start_beat(settings))
         yield settings, postgres, rabbit, f"http://127.0.0.1:{port}", workers, processes
     finally:
-        stack.stop_all(processes)
+        stack.discard_all(processes)
         with ThreadPoolExecutor(2) as pool:
             removed = [pool.submit(rabbit.remove), pool.submit(postgres.drop)]
         for done in removed:
