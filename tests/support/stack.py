@@ -379,7 +379,7 @@ class EventLog:
             self.drain()
             return wanted <= set(self.by_id())
 
-        wait_until(all_there, timeout_s, f"events for {len(wanted)} operations", interval_s=0.5)
+        wait_until(all_there, timeout_s, f"events for {len(wanted)} operations", interval_s=0.1)
         return {k: v for k, v in self.by_id().items() if k in wanted}
 
 
