@@ -118,10 +118,6 @@ outbox_prune_interval_s = 60
 # `outbox_prune_transactions_per_run_max` of them a run, a run a minute: up
 # to 144 million events a day, 1,700 a second sustained.
 event_retention_days_min = 30
-# How long a numbering waits for the feed's lock (one numbering at a time,
-# each a few milliseconds): longer than `lock_wait_ms`, as it holds nothing
-# else by then; a publisher that gives up leaves its events to the relay.
-event_numbering_lock_wait_ms = 5_000
 outbox_prune_rows_per_transaction_max = 1_000
 outbox_prune_transactions_per_run_max = 100
 

@@ -103,8 +103,10 @@ class Ledger(Protocol):
     ) -> dict[str, tuple[int, int]]:
         """Move client balances by (posted, held), insert the entries, store each operation's
         terminal status, outcome and ledger sequence number, and record the events in the
-        outbox; return each moved account's (posted, held) after. One write for all of it,
-        across the concerns: it runs while the account locks are held."""
+        outbox with the next feed numbers, in their order (numbers that become visible in
+        their order: the transaction holds them until it commits); return each moved
+        account's (posted, held) after. One write for all of it, across the concerns: it
+        runs while the account locks are held."""
 
     def save_holds(self, new: list[HoldState], changed: list[HoldState]) -> None: ...
 
@@ -160,13 +162,6 @@ class Outbox(Protocol):
 
     def mark_events_published(self, events: list[Event]) -> None:
         """Take events read back from the outbox off the list of those to publish."""
-
-    def number_events(self, message_ids: list[str]) -> int:
-        """Give the named events without a feed number theirs, in the order they become
-        visible (the transaction must commit before any of them is published)."""
-
-    def number_left_behind_events(self, *, older_than_s: float, limit: int) -> int:
-        """Give a feed number to those of the oldest events unpublished this long that have none."""
 
     def prune_events(self, *, retention_days: int, limit: int) -> int:
         """Delete up to `limit` of the oldest published events past the retention, in feed

@@ -603,11 +603,6 @@ def publish_events(message_ids: list[str], uow: UnitOfWork, publisher: EventPubl
     stay unpublished, for the relay.
     """
     with uow:
-        # Numbered in a transaction of its own, committed before anything is
-        # published: a number seen on the exchange is in the feed for good.
-        uow.outbox.number_events(message_ids)
-        uow.commit()
-    with uow:
         events = uow.outbox.unpublished_events(message_ids)
         if not events:
             return 0
@@ -646,10 +641,6 @@ def relay_events(
     """
     published = 0
     for _ in range(bursts_max):
-        with uow:
-            # Those whose publisher died before numbering them get theirs first.
-            uow.outbox.number_left_behind_events(older_than_s=older_than_s, limit=limit)
-            uow.commit()
         with uow:
             events = uow.outbox.claim_unpublished_events(older_than_s=older_than_s, limit=limit)
             if not events:

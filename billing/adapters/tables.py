@@ -119,12 +119,13 @@ outbox = Table(
     # None for an operation's outcome: rendered from the operation's row (0005).
     Column("body", JSON),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    # The event's place in the feed, given after commit, before it is published (0010).
-    Column("event_seq", BigInteger, unique=True),
+    # The event's place in the feed, given by the ledger transaction that records it
+    # (0010, 0011).
+    Column("event_seq", BigInteger, nullable=False, unique=True),
 )
 
-# The last feed number given (one row): counted only by the numbering
-# transaction, under its advisory lock (`adapters.event_feed`).
+# The last feed number given (one row): counted by the ledger transactions as
+# they insert their events, locked by each until it commits (`adapters.event_feed`).
 event_seq_counter = Table(
     "event_seq_counter",
     metadata,

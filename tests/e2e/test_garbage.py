@@ -243,14 +243,14 @@ def _dead_letter_failures(
     while True:
         dead_requests += [body for _, body, _ in broker.take_all("billing.requests.dead")]
         dead_tasks += [body for _, body, _ in broker.take_all("billing.tasks.dead")]
-        vanished, checked = _vanished(sent, dead_requests, dead_tasks)
+        vanished, checked, examples = _vanished(sent, dead_requests, dead_tasks)
         if not vanished or time.monotonic() > deadline:
             break
         time.sleep(0.25)
     if vanished:
         failures.append(
             f"{sum(vanished.values())} of {checked} refused messages are in no "
-            f"dead-letter queue: {dict(vanished)}"
+            f"dead-letter queue: {dict(vanished)}; for example:\n  " + "\n  ".join(examples)
         )
     refused_intake = sum(1 for m in sent if m.fate == "refused" and m.queue == INTAKE)
     if rejected_events < refused_intake:
@@ -263,8 +263,9 @@ def _dead_letter_failures(
 
 def _vanished(
     sent: list[Garbage], dead_requests: list[bytes], dead_tasks: list[bytes]
-) -> tuple[Counter[str], int]:
-    """The refused messages found in no dead-letter queue (by kind), and how many were checked."""
+) -> tuple[Counter[str], int, list[str]]:
+    """The refused messages found in no dead-letter queue (by kind), how many were checked,
+    and a few of those missing, described."""
     parked = {digest(body) for body in dead_requests}
     parked |= {digest(body) for body in dead_tasks}
     # A submit_request task the gate refuses is parked as the request it carries,
@@ -274,13 +275,19 @@ def _vanished(
     # runs past their `expires` are dropped there), and garbage on the control
     # queue has no place to go: only the ledger, result and intake queues are checked.
     checked = [m for m in sent if m.fate == "refused" and m.queue in (INTAKE, TASKS)]
-    vanished = Counter(
-        f"{m.queue}/{m.kind}"
+    missing = [
+        m
         for m in checked
         if digest(m.body) not in parked
         and _submitted_id(m) not in parked
         and not _is_anonymous_submit(m)
-    )
+    ]
+    vanished = Counter(f"{m.queue}/{m.kind}" for m in missing)
+    examples = [
+        f"{m.queue}/{m.kind}: content type {m.content_type!r}, encoding "
+        f"{m.content_encoding!r}, headers {m.headers!r}, {len(m.body)} bytes: {m.body[:120]!r}"
+        for m in missing[:3]
+    ]
     # Those with no operation id to find them by are counted instead.
     anonymous_sent = sum(
         1 for m in checked if digest(m.body) not in parked and _is_anonymous_submit(m)
@@ -288,7 +295,7 @@ def _vanished(
     anonymous_parked = sum(1 for body in dead_requests if _parked_request_id(body) is None)
     if anonymous_parked < anonymous_sent:
         vanished["submit_request without an operation id"] = anonymous_sent - anonymous_parked
-    return vanished, len(checked)
+    return vanished, len(checked), examples
 
 
 def _parked_request_id(body: bytes) -> str | None:

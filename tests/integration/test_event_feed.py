@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from billing import feed, service
-from billing.adapters import audit, event_feed, jsoncodec, outbox_reads
+from billing.adapters import audit, batch_write, event_feed, jsoncodec, outbox_reads
 from billing.adapters.ledger_db import SqlOutbox, SqlUnitOfWork
 from billing.domain import Operation, OperationType
 from billing.ports import Event
@@ -25,7 +26,7 @@ class RecordingPublisher:
 
 
 def credit(engine: Any, *operation_ids: str) -> None:
-    """Apply a credit to alice for each id: each leaves an unnumbered event in the outbox."""
+    """Apply a credit to alice for each id, in one ledger transaction: an event each."""
     for operation_id in operation_ids:
         operation = Operation(
             operation_id, OperationType.credit, {"account_id": "alice", "amount": 1}
@@ -55,37 +56,42 @@ def waits_on_a_lock(engine: Any, pid: int) -> bool:
     return bool(state == "Lock")
 
 
-def test_a_number_given_while_an_earlier_numbering_is_uncommitted_is_never_read_before_it(
+def record_events(uow: SqlUnitOfWork, *message_ids: str) -> None:
+    """Record events as a ledger transaction does, moving nothing else."""
+    events = [Event(m, "test.recorded", {"n": m}) for m in message_ids]
+    uow.ledger.write_batch({}, [], [], events, datetime.now(UTC))
+
+
+def test_a_number_given_while_an_earlier_ledger_transaction_is_uncommitted_is_never_read_before_it(
     workerless_engine: Any,
 ) -> None:
-    """Two numberings: the first holds its transaction open while the second tries to commit.
+    """Two ledger transactions: the first holds its numbers open while the second tries to commit.
 
     A sequence taken inside each transaction would give the first 1 and the
     second 2, and commit 2 first: a reader would read 2, move past it, and
     never see 1.
     """
     engine = workerless_engine
-    credit(engine, "first", "second")
     first = SqlUnitOfWork(engine)
     with first:
-        first.outbox.number_events(["first"])
+        record_events(first, "first")
         second_pid: list[int] = []
         second_done = threading.Event()
 
-        def number_second() -> None:
+        def record_second() -> None:
             with SqlUnitOfWork(engine) as second:
                 second_pid.append(
                     second.connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
                 )
-                second.outbox.number_events(["second"])
+                record_events(second, "second")
                 second.commit()
             second_done.set()
 
-        thread = threading.Thread(target=number_second)
+        thread = threading.Thread(target=record_second)
         thread.start()
         wait_until(
             lambda: second_done.is_set() or (second_pid and waits_on_a_lock(engine, second_pid[0])),
-            "the second numbering to commit or wait",
+            "the second ledger transaction to commit or wait",
         )
         seen = read_raw(engine, 0)
         after = seen[-1].event_seq if seen else 0
@@ -96,17 +102,19 @@ def test_a_number_given_while_an_earlier_numbering_is_uncommitted_is_never_read_
     assert [(e.event_seq, e.message_id) for e in seen] == [(1, "first"), (2, "second")]
 
 
-def test_a_numbering_that_rolls_back_gives_its_numbers_back(workerless_engine: Any) -> None:
+def test_a_ledger_transaction_that_rolls_back_gives_its_numbers_back(
+    workerless_engine: Any,
+) -> None:
     engine = workerless_engine
-    credit(engine, "a", "b")
     with SqlUnitOfWork(engine) as uow:
-        assert uow.outbox.number_events(["a"]) == 1
+        record_events(uow, "a")
         # Not committed: rolled back.
     with SqlUnitOfWork(engine) as uow:
-        assert uow.outbox.number_events(["b", "a", "b"]) == 2
-        assert uow.outbox.number_events(["a", "b"]) == 0  # numbered once only
+        record_events(uow, "b", "c")
         uow.commit()
-    assert [(e.event_seq, e.message_id) for e in read_raw(engine, 0)] == [(1, "a"), (2, "b")]
+    assert [(e.event_seq, e.message_id) for e in read_raw(engine, 0)] == [(1, "b"), (2, "c")]
+    credit(engine, "d")
+    assert [e.event_seq for e in read_raw(engine, 2)] == [3]
     assert audit.run_audit(engine) == []
 
 
@@ -117,7 +125,7 @@ def test_every_copy_of_an_event_carries_its_number_and_the_feed_holds_the_same_t
     credit(engine, "c1", "c2")
     publisher = RecordingPublisher()
     service.publish_events(["c2"], SqlUnitOfWork(engine), publisher)
-    # The relay numbers what its publisher left behind, then publishes it.
+    # The relay publishes what its publisher left behind.
     service.relay_events(SqlUnitOfWork(engine), publisher, older_than_s=0)
     with engine.begin() as connection:
         # Published once more (a crash before the mark): the same text again.
@@ -131,7 +139,8 @@ def test_every_copy_of_an_event_carries_its_number_and_the_feed_holds_the_same_t
     for message_id, body in texts:
         assert in_feed[message_id].body == body
         assert jsoncodec.loads(body)["event_seq"] == in_feed[message_id].event_seq
-    assert [in_feed[m].event_seq for m in ("c2", "c1")] == [1, 2]
+    # Numbered in the order the ledger recorded them, not the order published.
+    assert [in_feed[m].event_seq for m in ("c1", "c2")] == [1, 2]
 
 
 def test_a_hold_expiry_event_carries_its_number_first_in_its_stored_body(
@@ -221,9 +230,10 @@ def test_a_stored_body_empty_or_not_stays_json_with_its_number(workerless_engine
         for message_id, body in (("empty", "{ }"), ("full", '{"n": [1, {}]}')):
             connection.execute(
                 text(
-                    "WITH e AS (INSERT INTO outbox (message_id, routing_key, body) "
-                    "VALUES (:id, 'hold.expired', :body) RETURNING event_id) "
-                    "INSERT INTO outbox_pending SELECT event_id FROM e"
+                    "WITH n AS (UPDATE event_seq_counter SET last_seq = last_seq + 1 "
+                    "RETURNING last_seq), e AS (INSERT INTO outbox (message_id, routing_key, "
+                    "body, event_seq) SELECT :id, 'hold.expired', :body, last_seq FROM n "
+                    "RETURNING event_id) INSERT INTO outbox_pending SELECT event_id FROM e"
                 ),
                 {"id": message_id, "body": body},
             )
@@ -245,3 +255,26 @@ def test_vacuuming_the_pending_marks_gives_their_space_back(workerless_engine: A
     event_feed.vacuum_pending_marks(engine)
     with engine.connect() as connection:
         assert connection.execute(size).scalar_one() < bloated / 10
+
+
+def test_the_ledger_write_numbers_its_events_by_key_without_compiling_while_locks_are_held(
+    workerless_engine: Any,
+) -> None:
+    """The write runs with sequential scans disabled (`ledger_db.PLAN_BY_KEY`): read
+    without its key, the one-row counter cost so much that PostgreSQL compiled the
+    statement (JIT), 400 ms a write with every account lock held."""
+    engine = workerless_engine
+    events = [Event("e1", "test.recorded", {"n": 1})]
+    parameters = batch_write.write_parameters({}, [], [], events, datetime.now(UTC))
+    with SqlUnitOfWork(engine) as uow:
+        uow.ledger.lock_and_get_accounts(["alice"], ledger_seqs=0)
+        explain = text("EXPLAIN (FORMAT JSON) " + batch_write.WRITE_BATCH.text)
+        (plan,) = uow.connection.execute(explain, parameters).scalar_one()
+    assert "JIT" not in plan
+
+    def scans(node: dict[str, Any]) -> list[tuple[str, str]]:
+        found = [(node["Node Type"], node.get("Relation Name", ""))]
+        return found + [s for child in node.get("Plans", []) for s in scans(child)]
+
+    assert ("Seq Scan", "event_seq_counter") not in scans(plan["Plan"])
+    assert ("Index Scan", "event_seq_counter") in scans(plan["Plan"])

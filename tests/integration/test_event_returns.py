@@ -30,9 +30,10 @@ def record_events(engine: Any, events: dict[str, str]) -> None:
         for message_id, routing_key in events.items():
             connection.execute(
                 text(
-                    "WITH e AS (INSERT INTO outbox (message_id, routing_key, body) "
-                    "VALUES (:id, :key, '{}') RETURNING event_id) "
-                    "INSERT INTO outbox_pending SELECT event_id FROM e"
+                    "WITH n AS (UPDATE event_seq_counter SET last_seq = last_seq + 1 "
+                    "RETURNING last_seq), e AS (INSERT INTO outbox (message_id, routing_key, "
+                    "body, event_seq) SELECT :id, :key, '{}', last_seq FROM n "
+                    "RETURNING event_id) INSERT INTO outbox_pending SELECT event_id FROM e"
                 ),
                 {"id": message_id, "key": routing_key},
             )

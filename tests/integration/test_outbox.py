@@ -110,15 +110,15 @@ def test_an_outcome_body_is_rendered_with_what_json_escapes_and_big_numbers_inta
         ):
             connection.execute(
                 text(
-                    "WITH e AS (INSERT INTO outbox (message_id, routing_key) VALUES (:id, :key) "
-                    "RETURNING event_id) INSERT INTO outbox_pending SELECT event_id FROM e"
+                    "WITH n AS (UPDATE event_seq_counter SET last_seq = last_seq + 1 "
+                    "RETURNING last_seq), e AS (INSERT INTO outbox (message_id, routing_key, "
+                    "event_seq) SELECT :id, :key, last_seq FROM n RETURNING event_id) "
+                    "INSERT INTO outbox_pending SELECT event_id FROM e"
                 ),
                 {"id": message_id, "key": key},
             )
 
     with SqlUnitOfWork(engine) as uow:
-        uow.outbox.number_events(["x1", "x2"])
-        uow.commit()
         events = uow.outbox.unpublished_events(["x1", "x2"])
     assert [e.message_id for e in events] == ["x1", "x2"]
     for event in events:
@@ -140,6 +140,13 @@ def outbox_rows_read(plan: dict[str, Any]) -> int:
     return read + sum(outbox_rows_read(child) for child in plan.get("Plans", []))
 
 
+# The next `count` feed numbers, as a ledger transaction takes them: `c.base` + 1 on.
+NUMBERS = (
+    "WITH c AS (UPDATE event_seq_counter SET last_seq = last_seq + :count "
+    "RETURNING last_seq - :count AS base) "
+)
+
+
 def fill_outbox(engine: Any, published: int, late: int, recent: int) -> None:
     """Events published long ago, some left unpublished long ago, some just written and pending.
 
@@ -150,16 +157,18 @@ def fill_outbox(engine: Any, published: int, late: int, recent: int) -> None:
         for prefix, count, age in (("done", published, "1 hour"), ("late", late, "1 hour")):
             connection.execute(
                 text(
-                    "INSERT INTO outbox (message_id, routing_key, body, created_at) "
-                    "SELECT :prefix || '-' || n, 'hold.expired', json_build_object('n', n), "
-                    "now() - CAST(:age AS interval) FROM generate_series(1, :count) AS n"
+                    NUMBERS + "INSERT INTO outbox (message_id, routing_key, body, created_at, "
+                    "event_seq) SELECT :prefix || '-' || n, 'hold.expired', "
+                    "json_build_object('n', n), now() - CAST(:age AS interval), c.base + n "
+                    "FROM c, generate_series(1, :count) AS n"
                 ),
                 {"prefix": prefix, "count": count, "age": age},
             )
         connection.execute(
             text(
-                "INSERT INTO outbox (message_id, routing_key, body) "
-                "SELECT 'recent-' || n, 'hold.expired', '{}' FROM generate_series(1, :count) AS n"
+                NUMBERS + "INSERT INTO outbox (message_id, routing_key, body, event_seq) "
+                "SELECT 'recent-' || n, 'hold.expired', '{}', c.base + n "
+                "FROM c, generate_series(1, :count) AS n"
             ),
             {"count": recent},
         )
@@ -217,9 +226,8 @@ def test_the_relay_reads_the_pending_events_only_however_many_were_published(
     with statements_kept(engine, "FROM outbox_pending p", "SKIP LOCKED") as claims:
         assert service.relay_events(SqlUnitOfWork(engine), publisher, older_than_s=60) == late
     assert [e.message_id for e in publisher.events] == ["late-1", "late-2", "late-3"]
-    # Numbered by the relay, which found them unnumbered (the published ones
-    # were written without numbers): a stored body gets its number first.
-    assert bodies(publisher.events) == [{"event_seq": n, "n": n} for n in (1, 2, 3)]
+    # Numbered after the 20,000 published ones: a stored body gets its number first.
+    assert bodies(publisher.events) == [{"event_seq": 20_000 + n, "n": n} for n in (1, 2, 3)]
     assert pending_marks(engine) == recent
 
     # The same claim again, on the recent events still pending: it may read
@@ -255,7 +263,6 @@ def test_marking_events_published_does_not_wait_for_the_disk_and_the_ledger_stil
     service.apply_operations(["c1"], SqlUnitOfWork(engine))
     uow = SqlUnitOfWork(engine)
     with uow:
-        uow.outbox.number_events(["c1"])
         events = uow.outbox.unpublished_events(["c1"])
         uow.outbox.mark_events_published(events)
         # A lost mark only publishes its events again: the commit need not wait.

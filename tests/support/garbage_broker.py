@@ -161,7 +161,13 @@ def _summary(line: str) -> str:
 
 
 def _raw_body(message: Any) -> bytes:
-    """The body as published: py-amqp decodes a body whose content encoding it knows."""
+    """The body as published: py-amqp decodes a body whose content encoding it knows.
+
+    A message without a body keeps py-amqp's default, the empty text, which
+    no encoding must turn into bytes (UTF-32 would make a byte order mark of it).
+    """
+    if isinstance(message.body, str) and not message.body:
+        return b""
     if isinstance(message.body, str):
         encoding = message.properties.get("content_encoding") or "utf-8"
         try:

@@ -65,6 +65,7 @@ class Store:
     event_times: dict[int, datetime] = field(default_factory=dict)
     unpublished: dict[int, None] = field(default_factory=dict)  # event ids, oldest first
     event_seqs: dict[int, int] = field(default_factory=dict)  # event id -> its feed number
+    last_event_seq: int = 0  # the feed's counter: pruning never takes numbers back
 
     def copy(self) -> Store:
         return Store(
@@ -78,6 +79,7 @@ class Store:
             dict(self.event_times),
             dict(self.unpublished),
             dict(self.event_seqs),
+            self.last_event_seq,
         )
 
 
@@ -232,9 +234,11 @@ class FakeLedger(_Port):
                 ledger_seq=record.ledger_seq,
             )
         for event in events:
+            store.last_event_seq += 1
             event_id = self._uow.next_event_id()
             store.events[event_id] = replace(event, event_id=event_id)
             store.event_times[event_id] = self._uow.now()
+            store.event_seqs[event_id] = store.last_event_seq
             store.unpublished[event_id] = None
         return after
 
@@ -393,24 +397,6 @@ class FakeOperations(_Port):
 
 
 class FakeOutbox(_Port):
-    def number_events(self, message_ids: list[str]) -> int:
-        wanted = set(message_ids)
-        store = self._uow.store
-        return self._number([i for i, e in store.events.items() if e.message_id in wanted])
-
-    def number_left_behind_events(self, *, older_than_s: float, limit: int) -> int:
-        store = self._uow.store
-        before = self._uow.now() - timedelta(seconds=older_than_s)
-        return self._number([i for i in store.unpublished if store.event_times[i] < before][:limit])
-
-    def _number(self, event_ids: list[int]) -> int:
-        """The next feed numbers, in event order, to those without one."""
-        seqs = self._uow.store.event_seqs
-        todo = sorted(i for i in event_ids if i not in seqs)
-        last = max(seqs.values(), default=0)
-        seqs.update((event_id, last + n) for n, event_id in enumerate(todo, start=1))
-        return len(todo)
-
     def prune_events(self, *, retention_days: int, limit: int) -> int:
         store = self._uow.store
         before = self._uow.now() - timedelta(days=retention_days)
@@ -428,16 +414,14 @@ class FakeOutbox(_Port):
         found: dict[str, Event] = {}
         for event_id in store.unpublished:
             event = store.events[event_id]
-            if event.message_id in wanted and event_id in store.event_seqs:
+            if event.message_id in wanted:
                 found.setdefault(event.message_id, self._with_body(event))
         return [found[m] for m in wanted if m in found]
 
     def claim_unpublished_events(self, *, older_than_s: float, limit: int) -> list[Event]:
         store = self._uow.store
         before = self._uow.now() - timedelta(seconds=older_than_s)
-        old = [
-            i for i in store.unpublished if store.event_times[i] < before and i in store.event_seqs
-        ]
+        old = [i for i in store.unpublished if store.event_times[i] < before]
         return [self._with_body(store.events[i]) for i in old[:limit]]
 
     def mark_events_published(self, events: list[Event]) -> None:
