@@ -51,6 +51,9 @@ idle_in_transaction_timeout_ms = 60_000
 # this long at most for a pooled connection before it counts as unavailable.
 database_connect_timeout_s = 3
 database_pool_wait_s = 5
+# A pooled connection idle this long is pinged before it is used again (one
+# used more recently is not: `database._ping_after_idle`).
+database_ping_after_idle_s = 1.0
 # Pooled connections of one process (and as many more on overflow): an API
 # process serves many greenlets; a worker's pool child runs one task at a time.
 database_pool_size_api = 5
