@@ -51,11 +51,9 @@ class Workers:
         self.processes.append(process)
         return process
 
-    def stop_all(self) -> None:
-        for process in self.processes:
-            process.terminate()
-        for process in self.processes:
-            process.stop()
+    def discard_all(self) -> None:
+        """At the end of the session, with the stack thrown away (`stack.discard_all`)."""
+        stack.discard_all(self.processes)
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +65,7 @@ def workers(settings: Settings) -> Iterator[Workers]:
     for process in pool.processes:
         stack.wait_ready(process)
     yield pool
-    pool.stop_all()
+    pool.discard_all()
 
 
 @pytest.fixture(scope="session")

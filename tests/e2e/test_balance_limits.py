@@ -62,7 +62,7 @@ def full_accounts(client: Client, engine: Any) -> list[str]:
         lambda: status_counts(engine, f"{run}-c-").get("succeeded", 0) == total,
         300,
         f"{total} credits to succeed",
-        interval_s=1,
+        interval_s=0.25,
     )
     return accounts
 

@@ -190,7 +190,7 @@ def _outcomes_once_terminal(engine: Any, operation_ids: list[str]) -> Counter[tu
         lambda: read()["pending", ""] == 0 and sum(read().values()) == len(operation_ids),
         120,
         "every operation of the batch to be applied",
-        interval_s=0.5,
+        interval_s=0.1,
     )
     return read()
 

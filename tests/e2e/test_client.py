@@ -422,7 +422,7 @@ def test_a_credit_sent_while_the_database_is_down_is_retried_until_it_is_back(
             assert client.wait(accepted.operation_id).succeeded
             assert client.account("alice").posted == 70
     finally:
-        stack.stop_all(processes)
+        stack.discard_all(processes)
         stack.delete_amqp_entities(outage)
         postgres.drop()
 

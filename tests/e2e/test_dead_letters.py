@@ -79,7 +79,7 @@ def wait_dead(settings: Settings, which: str, some_id: str, deaths: int = 1) -> 
         found[:] = [m for m in dead(settings, which, some_id) if m.deaths >= deaths]
         return bool(found)
 
-    wait_until(there, 30, f"{some_id} in the {which} dead-letter queue", interval_s=0.3)
+    wait_until(there, 30, f"{some_id} in the {which} dead-letter queue", interval_s=0.1)
     return found[0]
 
 

@@ -42,7 +42,7 @@ def bounded() -> Iterator[tuple[Settings, stack.Client]]:
         processes.append(stack.start_beat(settings))
         yield settings, stack.Client(f"http://127.0.0.1:{port}", settings.api_tokens[0])
     finally:
-        stack.stop_all(processes)
+        stack.discard_all(processes)
         stack.drop_database(settings)
         stack.delete_amqp_entities(settings)
 

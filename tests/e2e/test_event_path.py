@@ -46,7 +46,7 @@ def lone_ledger_worker() -> Iterator[tuple[Settings, str]]:
         stack.wait_ready(worker)
         yield settings, f"http://127.0.0.1:{port}"
     finally:
-        stack.stop_all([worker, api])
+        stack.discard_all([worker, api])
         stack.drop_database(settings)
         stack.delete_amqp_entities(settings)
 

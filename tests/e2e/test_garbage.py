@@ -246,7 +246,7 @@ def _dead_letter_failures(
         vanished, checked, examples = _vanished(sent, dead_requests, dead_tasks)
         if not vanished or time.monotonic() > deadline:
             break
-        time.sleep(1)
+        time.sleep(0.25)
     if vanished:
         failures.append(
             f"{sum(vanished.values())} of {checked} refused messages are in no "
@@ -342,7 +342,7 @@ def _worker_failures(watch: WorkerWatch, broker: GarbageBroker) -> list[str]:
         return all(consumers >= wanted for _, consumers in depths.values())
 
     with contextlib.suppress(TimeoutError):
-        stack.wait_until(consuming, CONSUMERS_WAIT_S, "every worker to consume", interval_s=1)
+        stack.wait_until(consuming, CONSUMERS_WAIT_S, "every worker to consume", interval_s=0.25)
     for queue, (count, consumers) in depths.items():
         if consumers < wanted or count:
             failures.append(f"{queue}: {count} messages left, {consumers} consumers of {wanted}")

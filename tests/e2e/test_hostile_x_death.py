@@ -45,7 +45,7 @@ def own_broker(settings: Settings) -> Iterator[tuple[Settings, stack.Process]]:
         yield own, worker
     finally:
         if worker is not None:
-            worker.stop()
+            worker.kill()  # thrown away with its broker
         rabbit.remove()
 
 

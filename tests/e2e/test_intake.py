@@ -139,7 +139,7 @@ def test_an_invalid_intake_message_is_rejected_with_an_event_and_dead_lettered(
         lambda: bool(dead.extend(take_dead_requests(settings)) or body in dead),
         20,
         f"the {kind} message in billing.requests.dead",
-        interval_s=0.3,
+        interval_s=0.1,
     )
 
     original = body.decode()
@@ -221,7 +221,7 @@ def wait_dead(settings: Settings, body: bytes, what: str) -> None:
         lambda: bool(dead.extend(take_dead_requests(settings)) or body in dead),
         20,
         f"{what} in billing.requests.dead",
-        interval_s=0.3,
+        interval_s=0.1,
     )
 
 
@@ -289,7 +289,7 @@ def test_arrays_nested_about_1000_deep_are_rejected_and_the_intake_goes_on(
         ),
         60,
         "every deep array in billing.requests.dead",
-        interval_s=0.3,
+        interval_s=0.1,
     )
     assert_intake_applies(settings, client, new_id)
     assert all(worker.alive() for worker in workers.processes)

@@ -80,7 +80,7 @@ def test_random_transfers_sent_twice_under_worker_kills_keep_every_invariant(
         list(pool.map(send, sends))
     accepted_s = time.monotonic() - started
     ids = list(transfers)
-    wait_until(lambda: _pending(engine, ids) == 0, 300, "every transfer to be terminal", 0.5)
+    wait_until(lambda: _pending(engine, ids) == 0, 300, "every transfer to be terminal", 0.1)
     elapsed_s = time.monotonic() - started
     killer.join(timeout=60)
 

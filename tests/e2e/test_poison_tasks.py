@@ -103,7 +103,7 @@ def test_poison_task_message_is_dead_lettered_and_the_worker_keeps_serving(
         collected.extend(_dead_letters(settings))
         return any(m["id"] == task_id for m in collected)
 
-    wait_until(dead_lettered, 30, f"the {kind} message to be dead-lettered", interval_s=0.3)
+    wait_until(dead_lettered, 30, f"the {kind} message to be dead-lettered", interval_s=0.1)
     account = new_id("acct")
     client.create_account(account)
     good = client.run("credits", {"operation_id": new_id("c"), "account_id": account, "amount": 7})

@@ -48,7 +48,7 @@ class QueueReader:
                 lambda: self.take() and set(message_ids) <= self.seen,
                 timeout_s,
                 "events in billing.responses",
-                interval_s=0.5,
+                interval_s=0.1,
             )
         return [m for m in message_ids if m not in self.seen]
 

@@ -53,16 +53,17 @@ class RabbitCluster:
         return ";".join(node.url for node in ordered)
 
     def start(self) -> None:
-        """Start every node at once, then join the others to the first."""
+        """Start every node at once, then join the others to the first, one at a time.
+
+        `join_cluster` resets the node it joins (a fresh node has nothing to lose).
+        """
         _each(self.nodes, ThrowawayRabbit.start)
         seed = self.nodes[0]
+        _each(self.nodes[1:], lambda node: node.ctl("stop_app"))
         for node in self.nodes[1:]:
-            node.ctl("stop_app")
-            node.ctl("reset")
             node.ctl("join_cluster", seed.node)
             node.ctl("start_app")
-        for node in self.nodes:
-            node.ctl("await_startup", "--timeout", "60", timeout_s=90)
+        _each(self.nodes, lambda node: node.ctl("await_startup", "--timeout", "60", timeout_s=90))
         running = seed.ctl("eval", "length(rabbit_nodes:all_running()).").strip()
         assert running == str(len(self.nodes)), f"{running} of {len(self.nodes)} nodes running"
 
@@ -128,6 +129,17 @@ class RabbitCluster:
                 mended = False
         if mended and cut_off in self.cut_off:
             self.cut_off.remove(cut_off)
+
+    def wait_paused(self, node: ThrowawayRabbit, timeout_s: float = 60) -> None:
+        """Wait until `node` has paused itself (pause_minority): RabbitMQ stopped, the VM up."""
+
+        def paused() -> bool:
+            try:
+                return node.ctl("eval", "rabbit:is_running().", timeout_s=20).strip() == "false"
+            except (RuntimeError, subprocess.TimeoutExpired):
+                return False
+
+        stack.wait_until(paused, timeout_s, f"{node.node} to pause", 0.25)
 
     def wait_running(self, timeout_s: float = 180) -> None:
         """Wait until every node runs RabbitMQ and sees every other (none paused or down)."""
