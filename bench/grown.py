@@ -202,7 +202,8 @@ def render_grown(grown: dict[str, Any]) -> str:
         f"autovacuum {state['autovacuum']} (the suite vacuums the ledger before each run); "
         f"database {state['database_size']}",
         f"events unread in billing.responses: {after['responses_depth']}; "
-        f"unpublished in the outbox: {after['outbox_backlog']} "
+        f"unpublished in the outbox (as /readyz counts them, up to 100,000): "
+        f"{after['outbox_backlog']} "
         f"(oldest {after['oldest_unpublished_age_s']} s)",
         f"broker memory: {after['broker_memory']}",
     ]
