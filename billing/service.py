@@ -80,11 +80,10 @@ def apply_operations(
     While there is room, the oldest other pending operations that no other
     transaction holds are taken along: under a backlog, one transaction
     catches up on the operations queued behind this one, whose own tasks
-    then find nothing left to do (and take nothing along themselves); one
-    whose batch has an earlier operation pending elsewhere is not. The
-    result lists the given ids first, then the operations applied with
-    them; and one the recovery sweep had to send again is left to its own
-    tasks.
+    then find nothing left to do; one whose batch has an earlier operation
+    pending elsewhere is not. The result lists the given ids first, then
+    the operations applied with them; and one the recovery sweep had to
+    send again is left to its own tasks.
 
     One operation never holds back another. If a transaction fails for
     anything but an outage (a TransientError, raised for the caller to
@@ -246,11 +245,7 @@ def _apply_batch(
         locked = [records[i] for i in ids if i in records]
         locked += [r for i, r in records.items() if i not in given]
         locked = [r for r in locked if _is_pending(r)]
-        # A task whose operations all ended (another transaction took them along)
-        # takes nothing along either: with few clients nearly half the tasks find
-        # theirs applied, and each took the next operation from its own task, which
-        # then found it applied too. Under a backlog the tasks with work take it along.
-        room = size_max - len(locked) if take_along and not full and locked else 0
+        room = size_max - len(locked) if take_along and not full else 0
         taken_along = (
             uow.operations.take_pending_operations([*ids, *records], limit=room) if room > 0 else []
         )
@@ -266,9 +261,7 @@ def _apply_batch(
         records.update((r.operation.operation_id, r) for r in pending)
         if pending:
             _apply_pending(pending, records, uow, clock)
-            uow.commit()
-        # Otherwise nothing was written: the transaction ends without a commit (its
-        # row locks go with it, and nothing waits for the disk).
+        uow.commit()
     applied_ids = {r.operation.operation_id for r in pending}
     reported = [i for i in ids if i not in left] + [
         r.operation.operation_id for r in pending if r.operation.operation_id not in given

@@ -195,20 +195,3 @@ def test_an_operation_the_database_refuses_does_not_fail_the_task_that_took_it_a
     assert [(a.operation_id, a.newly_applied) for a in applied] == [("c1", True)]
     assert status(engine, "refused") == "pending"
     assert status(engine, "c1") == "succeeded"
-
-
-def test_a_task_whose_operations_all_ended_takes_nothing_along(engine: Any) -> None:
-    """Its operation was applied by a transaction that took it along: the next pending
-    one is left to its own task, which would otherwise find it applied in turn."""
-    credit(engine, "c1", 100)
-    service.apply_operations(["c1"], SqlUnitOfWork(engine))
-    credit(engine, "c2", 100)
-
-    again = service.apply_operations(["c1"], SqlUnitOfWork(engine))
-
-    assert [(a.operation_id, a.newly_applied) for a in again] == [("c1", False)]
-    assert status(engine, "c2") == "pending"
-    assert [
-        (a.operation_id, a.newly_applied)
-        for a in service.apply_operations(["c2"], SqlUnitOfWork(engine))
-    ] == [("c2", True)]
