@@ -165,3 +165,33 @@ def test_operations_recorded_before_batches_had_an_order_keep_none_and_lose_it_o
         kept = connection.execute(text("SELECT operation_id FROM operations ORDER BY 1")).scalars()
         assert list(kept) == ["before", "in-batch"]
     command.upgrade(config, "head")
+
+
+def test_events_a_publisher_left_unnumbered_are_numbered_after_the_others_then_none_can_be(
+    database: tuple[str, Any],
+) -> None:
+    url, engine = database
+    config = alembic_config(url)
+    command.upgrade(config, "0010")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO outbox (message_id, routing_key, body, event_seq) VALUES "
+                "('numbered', 'hold.expired', '{}', 1), ('left-1', 'hold.expired', '{}', NULL), "
+                "('left-2', 'hold.expired', '{}', NULL)"
+            )
+        )
+        connection.execute(text("UPDATE event_seq_counter SET last_seq = 1"))
+
+    command.upgrade(config, "0011")
+    with engine.connect() as connection:
+        numbers = dict(connection.execute(text("SELECT message_id, event_seq FROM outbox")).all())
+        last = connection.execute(text("SELECT last_seq FROM event_seq_counter")).scalar_one()
+        with pytest.raises(IntegrityError, match="event_seq"), connection.begin_nested():
+            connection.execute(
+                text("INSERT INTO outbox (message_id, routing_key) VALUES ('none', 'x.y')")
+            )
+    assert numbers == {"numbered": 1, "left-1": 2, "left-2": 3} and last == 3
+
+    command.downgrade(config, "0010")
+    command.upgrade(config, "head")
