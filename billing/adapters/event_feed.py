@@ -12,13 +12,12 @@ no gaps, and a reader that meets one knows the events below it were pruned
 (`docs/architecture.md`, "The event feed").
 
 A number taken from a sequence would not keep that promise (a transaction
-that took 7 may commit after one that took 8 was read), nor would one
-given after the commit by a transaction of its own (the earlier design:
-one more transaction and one more flush to the disk for every ledger
-transaction, which cost about a third of the single-request rate). The
-price of this one: ledger transactions commit one after another, each
-holding the counter for the flush of its commit (about 0.1 ms on this
-machine's disk; docs/performance.md).
+that took 7 may commit after one that took 8 was read). The earlier design
+kept it with a numbering transaction of its own after each ledger commit:
+one more transaction, lock and flush to the disk per task. The price of
+this one: ledger transactions commit one after another, each holding the
+counter for the flush of its commit (about 0.1 ms on this machine's disk;
+docs/architecture.md, "The event feed").
 """
 
 from __future__ import annotations
