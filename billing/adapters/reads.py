@@ -1,9 +1,13 @@
 """The ledger's searches: operations by account, type, status and time; accounts; balances at
-a moment. Each is a range of an index (migration 0008), read from its start or a cursor.
+a moment. Each is a range of an index (migrations 0008, 0012), read from its start or a cursor.
 
 Operations come newest first, by `accepted_at` then `operation_id` (unique),
 and a cursor is the last one's pair: a page is `(accepted_at, operation_id)
-< cursor` in that order. An account's operations are the union of what
+< cursor` in that order. Without an account, a page is the union of two
+branches, each cut to the page: the completed operations (the indexes by
+time and by type hold only those, and failed ones have their own) and the
+pending ones (`operations_pending_by_age`); a status filter reads only its
+branch. An account's operations are the union of what
 names it in the request (`operation_accounts`, written beside every new
 operation, read in the page's order, so a page reads at most a page of it),
 the operations on its holds (`hold_id` of a
@@ -29,6 +33,8 @@ from billing.ports import OperationRecord
 
 _OTHER_TYPES = "type NOT IN ('credit', 'debit', 'transfer', 'hold', 'capture', 'release', 'expiry')"
 _ORDER = "ORDER BY accepted_at DESC, operation_id DESC"
+_COMPLETED = "status <> 'pending'"
+_PENDING = "status = 'pending'"
 
 
 @dataclass(frozen=True)
@@ -67,13 +73,29 @@ def _conditions(
     return where, params
 
 
-def _operations_query(found: OperationFilter) -> tuple[str, dict[str, Any]]:
+def _by_status_query(found: OperationFilter) -> tuple[str, dict[str, Any]]:
+    """Operations without an account: a page of each status branch the filter allows (each
+    condition is the predicate of that branch's indexes, migration 0012), then the page."""
     where, params = _conditions(found, "operations")
+    if found.status is None:
+        statuses = [_COMPLETED, _PENDING]
+    else:
+        statuses = [_PENDING if found.status == "pending" else _COMPLETED]
+    branches = [
+        f"SELECT * FROM operations WHERE {' AND '.join([status, *where])} {_ORDER} LIMIT :n"
+        for status in statuses
+    ]
+    if len(branches) == 1:
+        return branches[0], params
+    union = " UNION ALL ".join(f"({branch})" for branch in branches)
+    return f"{union} {_ORDER} LIMIT :n", params
+
+
+def _operations_query(found: OperationFilter) -> tuple[str, dict[str, Any]]:
     if found.account_id is None:
-        condition = " AND ".join(where) or "true"
-        return f"SELECT * FROM operations WHERE {condition} {_ORDER} LIMIT :n", params
+        return _by_status_query(found)
+    on_hold, params = _conditions(found, "o")
     params["account_id"] = found.account_id
-    on_hold, _ = _conditions(found, "o")
     named, _ = _conditions(found, "o", keyed="a")
     branches = [
         # What names the account in its request (migration 0008's operation_accounts).

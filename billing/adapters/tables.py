@@ -8,6 +8,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Identity,
+    Index,
     Integer,
     MetaData,
     Sequence,
@@ -54,7 +55,8 @@ operations = Table(
     Column("error_code", String(32)),
     Column("error_message", Text),
     Column("balances", JSONB),
-    Column("ledger_seq", BigInteger, unique=True),
+    # Unique among the numbered rows (a partial index, 0012): NULL until the outcome.
+    Column("ledger_seq", BigInteger),
     Column("accepted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("completed_at", DateTime(timezone=True)),
     Column("resent_at", DateTime(timezone=True)),
@@ -89,6 +91,12 @@ operations = Table(
     ),
     CheckConstraint(
         "(batch_id IS NULL) = (batch_position IS NULL)", name="operations_batch_with_position"
+    ),
+    Index(
+        "operations_ledger_seq_key",
+        "ledger_seq",
+        unique=True,
+        postgresql_where=text("ledger_seq IS NOT NULL"),
     ),
 )
 

@@ -195,3 +195,35 @@ def test_events_a_publisher_left_unnumbered_are_numbered_after_the_others_then_n
 
     command.downgrade(config, "0010")
     command.upgrade(config, "head")
+
+
+def test_ledger_numbers_stay_unique_when_only_the_numbered_rows_are_indexed(
+    database: tuple[str, Any],
+) -> None:
+    url, engine = database
+    config = alembic_config(url)
+    command.upgrade(config, "0012")
+    insert = (
+        "INSERT INTO operations (operation_id, type, request, status, completed_at, ledger_seq) "
+        "VALUES ('{}', 'credit', '{{}}', {})"
+    )
+    with engine.begin() as connection:
+        for operation_id in ("pending-1", "pending-2"):
+            connection.execute(text(insert.format(operation_id, "'pending', NULL, NULL")))
+        connection.execute(text(insert.format("done", "'succeeded', now(), 7")))
+        with (
+            pytest.raises(IntegrityError, match="operations_ledger_seq_key"),
+            connection.begin_nested(),
+        ):
+            connection.execute(text(insert.format("same-number", "'succeeded', now(), 7")))
+
+    command.downgrade(config, "0011")
+    with engine.begin() as connection:
+        kept = connection.execute(text("SELECT count(*) FROM operations")).scalar_one()
+        with (
+            pytest.raises(IntegrityError, match="operations_ledger_seq_key"),
+            connection.begin_nested(),
+        ):
+            connection.execute(text(insert.format("same-number", "'succeeded', now(), 7")))
+    assert kept == 3
+    command.upgrade(config, "head")
