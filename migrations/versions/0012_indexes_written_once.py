@@ -20,7 +20,10 @@ written once, when the outcome is stored:
   ranges (`adapters.reads`).
 - The uniqueness of `ledger_seq`, which is NULL until the outcome, is a
   unique index of the numbered rows: the same guarantee (NULLs were never
-  compared), and no entry at acceptance.
+  compared), and no entry at acceptance. The audit's check that every
+  terminal operation has its number read the NULL entries; it now reads
+  the table (0.07 s on 1,000,000 operations, of an audit that reads the
+  table whole for the batch order anyway).
 
 Per transfer of a batch, 0008 wrote 6 index entries at acceptance and 4 at
 the outcome; now 3 and 4 (docs/performance.md has the time it saves).
