@@ -171,7 +171,9 @@ def test_a_list_without_an_account_reads_index_ranges_in_its_order_however_long_
         query, params = reads._operations_query(found)
         with engine.connect() as connection:
             plan = connection.execute(
-                text("EXPLAIN (ANALYZE, FORMAT JSON) " + query), {**params, "n": 101}
+                # With the settings the service reads under (`list_operations`).
+                text(reads._AS_A_SMALL_READ + "EXPLAIN (ANALYZE, FORMAT JSON) " + query),
+                {**params, "n": 101},
             ).scalar_one()[0]["Plan"]
         nodes = list(plan_nodes(plan))
         read = [n for n in nodes if n.get("Relation Name") == "operations"]
