@@ -141,6 +141,9 @@ ledger_transactions_per_task_max = 4
 # them (2 ms a call after 30 s at 500 operations/s, and growing). An older
 # pending operation is applied by its own task, or sent again by the sweep.
 take_along_window_s = 5
+# Ledger statements of at most this many rows run prepared, under a plan made once
+# per connection (`adapters.prepared`); bigger ones are planned for their size.
+prepared_rows_max = 16
 # An API process records and enqueues a request's operation at once when it
 # is not already doing so for others; the requests that arrive meanwhile go
 # together in the next transaction and ledger task, up to this many.

@@ -40,6 +40,7 @@ from sqlalchemy import Connection, text
 
 from billing.adapters import jsoncodec
 from billing.adapters.pgarrays import int_array, text_array, timestamp_array
+from billing.adapters.prepared import prepared
 from billing.domain import Entry
 from billing.ports import Event, OperationRecord
 
@@ -82,6 +83,8 @@ WRITE_BATCH = text(
     "FROM moved"
 )
 
+_WRITE_BATCH_PREPARED = prepared("write_batch", WRITE_BATCH)
+
 
 def write_batch(
     connection: Connection,
@@ -97,8 +100,10 @@ def write_batch(
     and debit, so updating its row would serialize them all; its balance is
     the sum of its entries instead, and it is never moved here.
     """
-    result = connection.execute(
-        WRITE_BATCH, write_parameters(moves, entries, completed, events, created_at)
+    result = _WRITE_BATCH_PREPARED.execute(
+        connection,
+        write_parameters(moves, entries, completed, events, created_at),
+        rows=max(len(entries), len(completed)),
     ).one()
     assert result.completed == len(completed), "an operation to complete has no row"
     # One row of arrays, not a row per account: psycopg2 reads arrays in C.

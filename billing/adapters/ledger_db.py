@@ -24,6 +24,7 @@ from billing import limits
 from billing.adapters import batch_write, event_feed, jsoncodec, metrics, outbox_reads, tables
 from billing.adapters.database import translate_error
 from billing.adapters.pgarrays import int_array, text_array
+from billing.adapters.prepared import prepared
 from billing.domain import (
     AccountState,
     Entry,
@@ -197,6 +198,15 @@ _MARK_EVENTS_PUBLISHED = text(
     "SET LOCAL synchronous_commit TO off; "
     "DELETE FROM outbox_pending WHERE event_id = ANY(CAST(:ids AS bigint[]))"
 )
+_LOCK_OPERATIONS_PREPARED = prepared("lock_operations", _LOCK_OPERATIONS)
+_TAKE_PENDING_PREPARED = prepared("take_pending", _TAKE_PENDING_OPERATIONS)
+_LOCK_AND_GET_ACCOUNTS_PREPARED = prepared(
+    "lock_and_get_accounts", _LOCK_AND_GET_ACCOUNTS, prefix=PLAN_BY_KEY
+)
+_INSERT_OPERATIONS_PREPARED = prepared("insert_operations", _INSERT_OPERATIONS)
+_MARK_EVENTS_PUBLISHED_PREPARED = prepared(
+    "mark_events_published", _MARK_EVENTS_PUBLISHED, prefix="SET LOCAL synchronous_commit TO off; "
+)
 
 
 def account_lock_key(account_id: str) -> int:
@@ -358,22 +368,24 @@ class SqlOperations(_OnConnection):
     def lock_operations(
         self, operation_ids: list[str], *, with_earlier: bool, limit: int
     ) -> dict[str, OperationRecord]:
-        rows = self.connection.execute(
-            _LOCK_OPERATIONS,
+        rows = _LOCK_OPERATIONS_PREPARED.execute(
+            self.connection,
             {"ids": text_array(operation_ids), "with_earlier": with_earlier, "n": limit},
+            rows=len(operation_ids),
         )
         return {r.operation.operation_id: r for r in _records(rows)}
 
     def take_pending_operations(
         self, excluded_ids: list[str], *, limit: int
     ) -> list[OperationRecord]:
-        rows = self.connection.execute(
-            _TAKE_PENDING_OPERATIONS,
+        rows = _TAKE_PENDING_PREPARED.execute(
+            self.connection,
             {
                 "excluded": text_array(excluded_ids),
                 "n": limit,
                 "window_s": limits.take_along_window_s,
             },
+            rows=len(excluded_ids),
         )
         return _records(rows)
 
@@ -411,14 +423,15 @@ class SqlOperations(_OnConnection):
         self, operations: list[Operation], *, as_batch: bool = False
     ) -> tuple[dict[str, OperationRecord], set[str]]:
         """Record many operations as pending; every record, and the ids newly inserted."""
-        rows = self.connection.execute(
-            _INSERT_OPERATIONS,
+        rows = _INSERT_OPERATIONS_PREPARED.execute(
+            self.connection,
             {
                 "as_batch": as_batch,
                 "ids": text_array(o.operation_id for o in operations),
                 "types": text_array(o.type.value for o in operations),
                 "requests": text_array(jsoncodec.dumps(o.request) for o in operations),
             },
+            rows=len(operations),
         )
         first_given = {o.operation_id: o for o in reversed(operations)}
         records = {
@@ -522,9 +535,10 @@ class SqlLedger(_OnConnection):
         keys = sorted({account_lock_key(a) for a in account_ids})
         started = time.perf_counter()
         try:
-            rows = self.connection.execute(
-                _LOCK_AND_GET_ACCOUNTS,
+            rows = _LOCK_AND_GET_ACCOUNTS_PREPARED.execute(
+                self.connection,
                 {"keys": int_array(keys), "ids": text_array(account_ids), "n": ledger_seqs},
+                rows=max(len(account_ids), ledger_seqs),
             )
             taken = _accounts_and_seqs(rows)
         finally:
@@ -588,7 +602,9 @@ class SqlOutbox(_OnConnection):
     def mark_events_published(self, events: list[Event]) -> None:
         event_ids = [e.event_id for e in events]
         assert None not in event_ids, "only events read back from the outbox can be marked"
-        self.connection.execute(_MARK_EVENTS_PUBLISHED, {"ids": int_array(event_ids)})
+        _MARK_EVENTS_PUBLISHED_PREPARED.execute(
+            self.connection, {"ids": int_array(event_ids)}, rows=len(event_ids)
+        )
 
     def prune_events(self, *, retention_days: int, limit: int) -> int:
         return event_feed.prune_events(self.connection, retention_days, limit)

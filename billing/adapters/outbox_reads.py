@@ -28,6 +28,7 @@ from sqlalchemy import Connection, Engine, text
 from billing.adapters.database import translated_errors
 from billing.adapters.event_feed import BY_KEY
 from billing.adapters.pgarrays import text_array
+from billing.adapters.prepared import prepared
 from billing.feed import FeedEvent
 from billing.ports import Event
 from billing.representation import EVENT_SCHEMA_VERSION, OPERATION_FIELDS, Field, FieldKind
@@ -201,12 +202,16 @@ _CLAIM_UNPUBLISHED_EVENTS = text(
     f"{_WITH_OPERATION} ORDER BY p.event_id LIMIT :n FOR UPDATE OF p SKIP LOCKED"
 )
 
+_UNPUBLISHED_EVENTS_PREPARED = prepared("unpublished_events", _UNPUBLISHED_EVENTS)
+
 
 def unpublished_events(connection: Connection, message_ids: list[str]) -> list[Event]:
     """The named events still waiting to be published, with their bodies."""
     # Each id once: the statement looks up every id it is given.
     unique_ids = dict.fromkeys(message_ids)
-    rows = connection.execute(_UNPUBLISHED_EVENTS, {"ids": text_array(unique_ids)})
+    rows = _UNPUBLISHED_EVENTS_PREPARED.execute(
+        connection, {"ids": text_array(unique_ids)}, rows=len(unique_ids)
+    )
     return [_event_from_row(row) for row in rows]
 
 
