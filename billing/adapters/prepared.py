@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Unpack
+from typing import Any
 
 from sqlalchemy import Connection, CursorResult, TextClause
 from sqlalchemy.exc import DBAPIError
@@ -63,7 +63,7 @@ class Prepared:
 
     def execute(
         self, connection: Connection, params: Mapping[str, Any], *, rows: int
-    ) -> CursorResult[Unpack[tuple[Any, ...]]]:
+    ) -> CursorResult[*tuple[Any, ...]]:
         """Run it; prepared when `rows` is small, else planned for these parameters."""
         if rows > limits.prepared_rows_max:
             return connection.execute(self.statement, params)
