@@ -24,7 +24,7 @@ returns), the statement fails as a transient error and the connection is
 dropped: the retried transaction runs on a new one, which prepares again.
 A pooler between the service and PostgreSQL must therefore keep each client
 connection on one server connection (PgBouncer's session mode): in
-transaction mode every prepared call would fail and be retried.
+transaction mode most prepared calls would fail and be retried.
 """
 
 from __future__ import annotations
