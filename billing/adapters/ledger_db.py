@@ -194,9 +194,9 @@ _RECORD_REVERSALS = text(
 # contract allows (at least once, every copy the same): its commit does not
 # wait for the disk. The publisher waited 2 ms for that flush after every
 # burst, a task's worth of time at a closed loop's pace.
+_ASYNC_COMMIT = "SET LOCAL synchronous_commit TO off; "
 _MARK_EVENTS_PUBLISHED = text(
-    "SET LOCAL synchronous_commit TO off; "
-    "DELETE FROM outbox_pending WHERE event_id = ANY(CAST(:ids AS bigint[]))"
+    _ASYNC_COMMIT + "DELETE FROM outbox_pending WHERE event_id = ANY(CAST(:ids AS bigint[]))"
 )
 _LOCK_OPERATIONS_PREPARED = prepared("lock_operations", _LOCK_OPERATIONS)
 _TAKE_PENDING_PREPARED = prepared("take_pending", _TAKE_PENDING_OPERATIONS)
@@ -205,7 +205,7 @@ _LOCK_AND_GET_ACCOUNTS_PREPARED = prepared(
 )
 _INSERT_OPERATIONS_PREPARED = prepared("insert_operations", _INSERT_OPERATIONS)
 _MARK_EVENTS_PUBLISHED_PREPARED = prepared(
-    "mark_events_published", _MARK_EVENTS_PUBLISHED, prefix="SET LOCAL synchronous_commit TO off; "
+    "mark_events_published", _MARK_EVENTS_PUBLISHED, prefix=_ASYNC_COMMIT
 )
 
 
@@ -385,6 +385,8 @@ class SqlOperations(_OnConnection):
                 "n": limit,
                 "window_s": limits.take_along_window_s,
             },
+            # Sized by the ids it is given: its LIMIT only cuts a read of the
+            # index of pending operations in its order, whatever the limit.
             rows=len(excluded_ids),
         )
         return _records(rows)
