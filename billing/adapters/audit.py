@@ -59,6 +59,12 @@ CHECKS: dict[str, str] = {
         SELECT o.operation_id, o.type FROM operations o
         WHERE o.status = 'succeeded'
           AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.operation_id = o.operation_id)""",
+    # An operation's entries are found at its ledger time (migration 0013):
+    # the ledger transaction that completes it writes them with its `completed_at`.
+    "every entry was written when its operation completed": """
+        SELECT e.entry_id, e.operation_id, e.created_at, o.completed_at FROM entries e
+        JOIN operations o ON o.operation_id = e.operation_id
+        WHERE e.created_at IS DISTINCT FROM o.completed_at""",
     "no failed or pending operation has entries": """
         SELECT DISTINCT o.operation_id, o.status FROM operations o
         JOIN entries e ON e.operation_id = o.operation_id
@@ -126,8 +132,8 @@ CHECKS: dict[str, str] = {
         WITH made AS (
             SELECT r.request ->> 'reverses' AS target_id, sum(e.amount) AS total,
                    array_agg(r.operation_id ORDER BY r.operation_id) AS ids
-            FROM operations r JOIN entries e ON e.operation_id = r.operation_id
-                 AND e.bucket = 'posted' AND e.amount > 0
+            FROM operations r JOIN entries e ON e.created_at = r.completed_at
+                 AND e.operation_id = r.operation_id AND e.bucket = 'posted' AND e.amount > 0
             WHERE r.type = 'reversal' AND r.status = 'succeeded'
             GROUP BY r.request ->> 'reverses')
         SELECT COALESCE(o.operation_id, m.target_id) AS operation_id, o.reversed,
@@ -138,7 +144,8 @@ CHECKS: dict[str, str] = {
             OR (SELECT array_agg(i ORDER BY i) FROM unnest(o.reversals) AS i)
                IS DISTINCT FROM m.ids
             OR o.reversed > (SELECT COALESCE(sum(t.amount), 0) FROM entries t
-                             WHERE t.operation_id = o.operation_id AND t.bucket = 'posted'
+                             WHERE t.created_at = o.completed_at
+                               AND t.operation_id = o.operation_id AND t.bucket = 'posted'
                                AND t.amount > 0))""",
     "a succeeded reversal reverses a succeeded credit, debit, transfer or capture before it": """
         SELECT r.operation_id, r.request ->> 'reverses' AS reverses, t.type, t.status
@@ -148,12 +155,17 @@ CHECKS: dict[str, str] = {
                OR t.type NOT IN ('credit', 'debit', 'transfer', 'capture'))""",
     "a succeeded reversal's entries mirror the posted entries of what it reverses": """
         SELECT r.operation_id, r.request ->> 'reverses' AS reverses FROM operations r
+        LEFT JOIN operations target ON target.operation_id = r.request ->> 'reverses'
         WHERE r.type = 'reversal' AND r.status = 'succeeded' AND (
-            (SELECT count(*) FROM entries e WHERE e.operation_id = r.operation_id) <> 2
+            (SELECT count(*) FROM entries e
+             WHERE e.created_at = r.completed_at AND e.operation_id = r.operation_id) <> 2
             OR EXISTS (
-                SELECT 1 FROM entries e WHERE e.operation_id = r.operation_id AND NOT EXISTS (
+                SELECT 1 FROM entries e
+                WHERE e.created_at = r.completed_at AND e.operation_id = r.operation_id
+                  AND NOT EXISTS (
                     SELECT 1 FROM entries t
-                    WHERE t.operation_id = r.request ->> 'reverses' AND t.bucket = 'posted'
+                    WHERE t.created_at = target.completed_at
+                      AND t.operation_id = target.operation_id AND t.bucket = 'posted'
                       AND e.bucket = 'posted' AND t.account_id = e.account_id
                       AND sign(t.amount) = -sign(e.amount))))""",
 }

@@ -171,14 +171,16 @@ _INSERT_OPERATIONS = text(
     "ON CONFLICT DO NOTHING RETURNING operation_id, accepted_at, batch_id, batch_position"
 )
 # What a reversal needs of the operation it reverses: its posted entries
-# (the movement to mirror; only a succeeded one has any) and how much of it
+# (the movement to mirror; only a succeeded one has any, written at its
+# `completed_at`: migration 0013's `entries_by_time`) and how much of it
 # is reversed already. Read before the account locks (to choose them) and
 # again once they are held (every reversal of an operation takes the same
 # locks, so that read is the one to decide with).
 _REVERSAL_TARGETS = text(
     "SELECT o.operation_id, o.type, o.status, o.reversed, e.account_id, e.amount "
     "FROM operations o LEFT JOIN entries e ON o.status = 'succeeded' "
-    "AND e.operation_id = o.operation_id AND e.bucket = 'posted' "
+    "AND e.created_at = o.completed_at AND e.operation_id = o.operation_id "
+    "AND e.bucket = 'posted' "
     "WHERE o.operation_id = ANY(CAST(:ids AS varchar[])) ORDER BY o.operation_id, e.entry_id"
 )
 # The backstop under the rules: a reversed sum never passes what the
@@ -187,8 +189,8 @@ _RECORD_REVERSALS = text(
     "UPDATE operations SET reversed = reversed + :amount, "
     "reversals = COALESCE(reversals, CAST('{}' AS varchar[])) || CAST(:ids AS varchar[]) "
     "WHERE operation_id = :target AND status = 'succeeded' AND reversed + :amount <= ("
-    "SELECT COALESCE(sum(amount), 0) FROM entries WHERE operation_id = :target "
-    "AND bucket = 'posted' AND amount > 0) RETURNING 1"
+    "SELECT COALESCE(sum(amount), 0) FROM entries WHERE created_at = operations.completed_at "
+    "AND operation_id = :target AND bucket = 'posted' AND amount > 0) RETURNING 1"
 )
 # A mark lost with a crash only has its events published again, which the
 # contract allows (at least once, every copy the same): its commit does not

@@ -112,6 +112,7 @@ entries = Table(
     Column("amount", BigInteger, nullable=False),
     Column("posted_after", BigInteger),
     Column("held_after", BigInteger),
+    # The completed_at of the operation that wrote it: its entries are found by it (0013).
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("amount <> 0", name="entries_amount_not_zero"),
     CheckConstraint("bucket IN ('posted', 'held')", name="entries_bucket_known"),

@@ -174,6 +174,13 @@ def age_events(engine: Any, days: int) -> None:
             text("UPDATE operations SET completed_at = now() - make_interval(days => :d)"),
             {"d": days},
         )
+        # Entries are written at their operation's completion: they age with it.
+        connection.execute(
+            text(
+                "UPDATE entries e SET created_at = o.completed_at FROM operations o "
+                "WHERE o.operation_id = e.operation_id"
+            )
+        )
 
 
 def test_pruning_takes_the_oldest_published_events_in_small_transactions_and_stops_at_a_waiting_one(

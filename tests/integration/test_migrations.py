@@ -227,3 +227,53 @@ def test_ledger_numbers_stay_unique_when_only_the_numbered_rows_are_indexed(
             connection.execute(text(insert.format("same-number", "'succeeded', now(), 7")))
     assert kept == 3
     command.upgrade(config, "head")
+
+
+def test_entries_get_their_operations_ledger_time_and_are_found_by_it_both_ways(
+    database: tuple[str, Any],
+) -> None:
+    url, engine = database
+    config = alembic_config(url)
+    command.upgrade(config, "0012")
+    completed = "2026-11-24 10:00:00.004+00"
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO operations (operation_id, type, request, status, completed_at, "
+                f"ledger_seq) VALUES ('c1', 'credit', '{{}}', 'succeeded', '{completed}', 1)"
+            )
+        )
+        # As the first code wrote them: the transaction's start, before the decision.
+        connection.execute(
+            text(
+                "INSERT INTO entries (operation_id, account_id, type, bucket, amount, "
+                "created_at) VALUES "
+                "('c1', 'alice', 'credit', 'posted', 5, '2026-11-24 10:00:00.001+00'), "
+                "('c1', '@external:USD', 'credit', 'posted', -5, '2026-11-24 10:00:00.001+00')"
+            )
+        )
+
+    command.upgrade(config, "0013")
+    found = (
+        "SELECT e.account_id FROM operations o JOIN entries e ON e.created_at = o.completed_at "
+        "AND e.operation_id = o.operation_id WHERE o.operation_id = 'c1' ORDER BY 1"
+    )
+    with engine.connect() as connection:
+        assert connection.execute(text(found)).scalars().all() == ["@external:USD", "alice"]
+        indexes = set(
+            connection.execute(
+                text("SELECT indexname FROM pg_indexes WHERE tablename = 'entries'")
+            ).scalars()
+        )
+        assert "entries_by_time" in indexes and "entries_by_operation" not in indexes
+
+    command.downgrade(config, "0012")
+    with engine.connect() as connection:
+        indexes = set(
+            connection.execute(
+                text("SELECT indexname FROM pg_indexes WHERE tablename = 'entries'")
+            ).scalars()
+        )
+        assert "entries_by_operation" in indexes and "entries_by_time" not in indexes
+        assert len(connection.execute(text(found)).all()) == 2
+    command.upgrade(config, "head")
