@@ -260,20 +260,17 @@ def test_entries_get_their_operations_ledger_time_and_are_found_by_it_both_ways(
     )
     with engine.connect() as connection:
         assert connection.execute(text(found)).scalars().all() == ["@external:USD", "alice"]
-        indexes = set(
-            connection.execute(
-                text("SELECT indexname FROM pg_indexes WHERE tablename = 'entries'")
-            ).scalars()
-        )
+        indexes = entries_indexes(connection)
         assert "entries_by_time" in indexes and "entries_by_operation" not in indexes
 
     command.downgrade(config, "0012")
     with engine.connect() as connection:
-        indexes = set(
-            connection.execute(
-                text("SELECT indexname FROM pg_indexes WHERE tablename = 'entries'")
-            ).scalars()
-        )
+        indexes = entries_indexes(connection)
         assert "entries_by_operation" in indexes and "entries_by_time" not in indexes
         assert len(connection.execute(text(found)).all()) == 2
     command.upgrade(config, "head")
+
+
+def entries_indexes(connection: Any) -> set[str]:
+    query = text("SELECT indexname FROM pg_indexes WHERE tablename = 'entries'")
+    return set(connection.execute(query).scalars())
