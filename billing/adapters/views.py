@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 
 from billing.adapters import tables
 from billing.adapters.database import translated_errors
@@ -40,17 +40,44 @@ def get_account(engine: Engine, account_id: str) -> dict[str, Any] | None:
     return account_view(row._mapping) if row else None
 
 
+# An account's entries newest first are a range of `entries_by_account_time`
+# (account, created_at, entry_id): the ledger reads its clock after taking
+# the account's lock, so along an account's entries `created_at` and
+# `entry_id` grow together, and this order is the order of entry ids (the
+# cursor). Ordered by `entry_id` alone, PostgreSQL read and sorted every
+# entry of the account for each page (44 ms for 41,539 entries): no index is
+# keyed by account and entry id since migration 0012.
+# The cursor is an entry id: a position, not necessarily an entry of the
+# account. When it is one (every `next_cursor` is), the page starts at that
+# entry's place in the index; any other number reads the account's entries
+# from the newest, skipping those at or after it (the one-time filter runs
+# only one of the two branches).
+_ENTRIES_PAGE = text(
+    "SELECT * FROM entries WHERE account_id = :account_id "
+    "ORDER BY created_at DESC, entry_id DESC LIMIT :n"
+)
+_ENTRIES_PAGE_AFTER = text(
+    "WITH here AS (SELECT created_at FROM entries "
+    "WHERE entry_id = :before AND account_id = :account_id) "
+    "(SELECT * FROM entries WHERE account_id = :account_id "
+    "AND (created_at, entry_id) < ((SELECT created_at FROM here), :before) "
+    "ORDER BY created_at DESC, entry_id DESC LIMIT :n) "
+    "UNION ALL "
+    "(SELECT * FROM entries WHERE account_id = :account_id AND entry_id < :before "
+    "AND NOT EXISTS (SELECT FROM here) ORDER BY created_at DESC, entry_id DESC LIMIT :n)"
+)
+
+
 def list_entries(
     engine: Engine, account_id: str, limit: int, before_entry_id: int | None
 ) -> tuple[list[dict[str, Any]], str | None]:
     """A page of the account's entries, newest first, and the cursor of the next page."""
-    entries = tables.entries
-    query = select(entries).where(entries.c.account_id == account_id)
+    params: dict[str, Any] = {"account_id": account_id, "n": limit + 1}
+    query = _ENTRIES_PAGE
     if before_entry_id is not None:
-        query = query.where(entries.c.entry_id < before_entry_id)
-    query = query.order_by(entries.c.entry_id.desc()).limit(limit + 1)
+        query, params["before"] = _ENTRIES_PAGE_AFTER, before_entry_id
     with translated_errors(), engine.connect() as connection:
-        rows = connection.execute(query).all()
+        rows = connection.execute(query, params).all()
     items = [
         {
             "entry_id": row.entry_id,
