@@ -9,6 +9,7 @@ handful of statements, whatever the size of the batch.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from billing import reversals
@@ -30,6 +31,19 @@ from billing.reversals import ReversalTarget
 from billing.rules import decide
 
 
+def ledger_time(now: datetime, accounts: Iterable[AccountState]) -> datetime:
+    """The time a ledger transaction gives its entries and outcomes: `now`, the clock of
+    the machine applying it, unless an account it holds has an entry from later.
+
+    Workers run on many machines, and a clock may be behind another's or step
+    back. An account's transactions follow one another under its lock, so
+    taking the later of the clock and the account's newest entry keeps time
+    from going back along its entries, which the balances at a moment and the
+    list of its entries read in time order.
+    """
+    return max([now, *(a.last_entry_at for a in accounts if a.last_entry_at is not None)])
+
+
 class BatchApplier:
     """Decides operations in order, keeping balances and holds as they stand after each."""
 
@@ -43,7 +57,7 @@ class BatchApplier:
         self._start = dict(accounts)
         self.accounts = dict(accounts)
         self.holds = dict(holds)
-        self.now = now
+        self.now = ledger_time(now, accounts.values())
         # The operations the batch's reversals reverse, as they stand after each
         # operation (one applied earlier in the batch as it ended), and for each
         # the batch's succeeded reversals of it: (reversal id, amount).
@@ -143,11 +157,16 @@ class BatchApplier:
             self.changed_hold_ids.add(hold.hold_id)
 
     def balance_moves(self) -> dict[str, tuple[int, int]]:
-        """The net (posted, held) move of every client account the batch changed."""
+        """The net (posted, held) move of every client account the batch changed or wrote
+        an entry on (a move of nothing where its entries cancel out: the write records
+        the time of its newest entry all the same)."""
+        entered = {e.account_id for e in self.entries}
         moves = {}
         for account_id, account in self.accounts.items():
             start = self._start[account_id]
-            if (account.posted, account.held) != (start.posted, start.held):
+            if (account.posted, account.held) != (start.posted, start.held) or (
+                account_id in entered and not account.is_external
+            ):
                 moves[account_id] = (account.posted - start.posted, account.held - start.held)
         return moves
 

@@ -75,6 +75,9 @@ class AccountState:
     held: int
     overdraft_limit: int
     is_external: bool = False
+    # The time of the account's newest entry (None before its first): the ledger's time
+    # never goes back along an account's entries (`BatchApplier`).
+    last_entry_at: datetime | None = None
 
     @property
     def available(self) -> int:

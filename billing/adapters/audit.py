@@ -65,6 +65,22 @@ CHECKS: dict[str, str] = {
         SELECT e.entry_id, e.operation_id, e.created_at, o.completed_at FROM entries e
         JOIN operations o ON o.operation_id = e.operation_id
         WHERE e.created_at IS DISTINCT FROM o.completed_at""",
+    # The ledger's time never goes back along an account's entries (0014,
+    # `batch.ledger_time`): the balances at a moment and the list of an
+    # account's entries read them in time order. An account's transactions
+    # follow one another under its lock, so entry ids give their order.
+    "along each client account's entries the ledger's time never goes back": """
+        SELECT account_id, entry_id, created_at, earlier FROM (
+            SELECT e.account_id, e.entry_id, e.created_at,
+                   max(e.created_at) OVER (PARTITION BY e.account_id ORDER BY e.entry_id
+                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS earlier
+            FROM entries e JOIN accounts a ON a.account_id = e.account_id AND NOT a.is_external
+        ) x WHERE created_at < earlier""",
+    "each client account records the time of its newest entry": """
+        SELECT a.account_id, a.last_entry_at, newest.at FROM accounts a
+        LEFT JOIN (SELECT account_id, max(created_at) AS at FROM entries GROUP BY account_id)
+            newest ON newest.account_id = a.account_id
+        WHERE NOT a.is_external AND a.last_entry_at IS DISTINCT FROM newest.at""",
     "no failed or pending operation has entries": """
         SELECT DISTINCT o.operation_id, o.status FROM operations o
         JOIN entries e ON e.operation_id = o.operation_id

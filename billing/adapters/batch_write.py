@@ -46,7 +46,8 @@ from billing.ports import Event, OperationRecord
 
 WRITE_BATCH = text(
     "WITH moved AS ("
-    "UPDATE accounts SET posted = accounts.posted + d.posted, held = accounts.held + d.held "
+    "UPDATE accounts SET posted = accounts.posted + d.posted, held = accounts.held + d.held, "
+    "last_entry_at = CAST(:created_at AS timestamptz) "
     "FROM unnest(CAST(:move_ids AS varchar[]), CAST(:move_posted AS bigint[]), "
     "CAST(:move_held AS bigint[])) AS d(account_id, posted, held) "
     "WHERE accounts.account_id = d.account_id AND NOT accounts.is_external "

@@ -148,10 +148,10 @@ PLAN_BY_KEY = (
 _LOCK_AND_GET_ACCOUNTS = text(
     PLAN_BY_KEY + "SELECT count(pg_advisory_xact_lock(k)) "
     "FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS t(k, n); "
-    "SELECT account_id, currency, posted, held, overdraft_limit, is_external, "
+    "SELECT account_id, currency, posted, held, overdraft_limit, is_external, last_entry_at, "
     "CAST(NULL AS bigint[]) AS seqs "
     "FROM accounts WHERE account_id = ANY(CAST(:ids AS varchar[])) "
-    "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, "
+    "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
     "(SELECT array_agg(nextval('ledger_seq') ORDER BY n) FROM generate_series(1, :n) AS n)"
 )
 # A new row is the operation as given, pending, with the time it was
@@ -265,12 +265,12 @@ def _accounts_and_seqs(rows: Any) -> tuple[dict[str, AccountState], list[int]]:
     # Unpacked as tuples: a batch reads a thousand rows while holding the locks.
     accounts = {}
     seqs: list[int] = []
-    for account_id, currency, posted, held, overdraft_limit, external, numbers in rows:
+    for account_id, currency, posted, held, overdraft_limit, external, last, numbers in rows:
         if account_id is None:
             seqs = sorted(numbers or [])
         else:
             accounts[account_id] = AccountState(
-                account_id, currency, posted, held, overdraft_limit, external
+                account_id, currency, posted, held, overdraft_limit, external, last
             )
     return accounts, seqs
 

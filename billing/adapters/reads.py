@@ -175,10 +175,11 @@ def list_accounts(
     return items, next_cursor
 
 
-# The account's figures after its last entry at or before the moment. The
-# ledger reads its clock after taking the account's lock, and an account's
-# transactions follow each other under that lock, so along an account's
-# entries `created_at` never goes back: the entries at or before a moment are
+# The account's figures after its last entry at or before the moment. An
+# account's transactions follow each other under its lock, and each takes
+# the later of its clock and the account's newest entry time
+# (`batch.ledger_time`), so along an account's entries `created_at` never
+# goes back: the entries at or before a moment are
 # the first ones of its history, and the last of them carries the figures.
 _BALANCES_AT = text(
     "SELECT a.account_id, e.posted_after, e.held_after FROM accounts a "

@@ -37,6 +37,9 @@ accounts = Table(
     Column("is_external", Boolean, nullable=False, server_default=text("false")),
     Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The time of the client account's newest entry (0014): the ledger's time never goes
+    # back along an account's entries, whatever the clocks of the workers' machines.
+    Column("last_entry_at", DateTime(timezone=True)),
     CheckConstraint("currency ~ '^[A-Z]{3}$'", name="accounts_currency_iso"),
     CheckConstraint("held >= 0", name="accounts_held_not_negative"),
     CheckConstraint("overdraft_limit >= 0", name="accounts_overdraft_limit_not_negative"),

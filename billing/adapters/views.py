@@ -41,10 +41,11 @@ def get_account(engine: Engine, account_id: str) -> dict[str, Any] | None:
 
 
 # An account's entries newest first are a range of `entries_by_account_time`
-# (account, created_at, entry_id): the ledger reads its clock after taking
-# the account's lock, so along an account's entries `created_at` and
-# `entry_id` grow together, and this order is the order of entry ids (the
-# cursor). Ordered by `entry_id` alone, PostgreSQL read and sorted every
+# (account, created_at, entry_id): an account's transactions follow one
+# another under its lock, each at a time no earlier than the account's
+# newest entry (`batch.ledger_time`), so along an account's entries
+# `created_at` and `entry_id` grow together, and this order is the order of
+# entry ids (the cursor). Ordered by `entry_id` alone, PostgreSQL read and sorted every
 # entry of the account for each page (44 ms for 41,539 entries): no index is
 # keyed by account and entry id since migration 0012.
 # The cursor is an entry id: a position, not necessarily an entry of the

@@ -125,6 +125,16 @@ def test_audit_finds_a_corrupted_balance_row_and_exits_1(ledger: tuple[Settings,
             "every entry was written when its operation completed",
         ),
         (
+            "UPDATE entries SET created_at = created_at - interval '1 hour' "
+            "WHERE operation_id = 't1'",
+            "along each client account's entries the ledger's time never goes back",
+        ),
+        (
+            "UPDATE accounts SET last_entry_at = last_entry_at - interval '1 millisecond' "
+            "WHERE account_id = 'alice'",
+            "each client account records the time of its newest entry",
+        ),
+        (
             "UPDATE entries SET account_id = 'nobody' WHERE account_id = 'bob'",
             "every entry belongs to an account",
         ),
@@ -177,6 +187,8 @@ def test_audit_finds_a_corrupted_balance_row_and_exits_1(ledger: tuple[Settings,
         "entries",
         "entry-operation",
         "entry-time",
+        "entry-time-back",
+        "last-entry-at",
         "entry-account",
         "failed-entries",
         "floor",

@@ -181,6 +181,13 @@ def age_events(engine: Any, days: int) -> None:
                 "WHERE o.operation_id = e.operation_id"
             )
         )
+        # And each account's newest entry time with them (0014).
+        connection.execute(
+            text(
+                "UPDATE accounts a SET last_entry_at = (SELECT max(created_at) FROM entries e "
+                "WHERE e.account_id = a.account_id) WHERE NOT a.is_external"
+            )
+        )
 
 
 def test_pruning_takes_the_oldest_published_events_in_small_transactions_and_stops_at_a_waiting_one(

@@ -274,3 +274,42 @@ def test_entries_get_their_operations_ledger_time_and_are_found_by_it_both_ways(
 def entries_indexes(connection: Any) -> set[str]:
     query = text("SELECT indexname FROM pg_indexes WHERE tablename = 'entries'")
     return set(connection.execute(query).scalars())
+
+
+def test_client_accounts_get_the_time_of_their_newest_entry_and_lose_it_going_back(
+    database: tuple[str, Any],
+) -> None:
+    url, engine = database
+    config = alembic_config(url)
+    command.upgrade(config, "0013")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO accounts (account_id, currency, is_external) VALUES "
+                "('alice', 'USD', false), ('bob', 'USD', false), ('@external:USD', 'USD', true)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO entries (operation_id, account_id, type, amount, created_at) VALUES "
+                "('c1', 'alice', 'credit', 5, '2026-11-24 10:00:00+00'), "
+                "('c1', '@external:USD', 'credit', -5, '2026-11-24 10:00:00+00'), "
+                "('c2', 'alice', 'credit', 5, '2026-11-24 11:00:00+00'), "
+                "('c2', '@external:USD', 'credit', -5, '2026-11-24 11:00:00+00')"
+            )
+        )
+
+    command.upgrade(config, "0014")
+    newest = "SELECT account_id, last_entry_at FROM accounts ORDER BY account_id"
+    with engine.connect() as connection:
+        rows = [(a, at and at.isoformat()) for a, at in connection.execute(text(newest))]
+    # bob has no entry; the external counter-account keeps none (it is never locked).
+    assert rows == [("@external:USD", None), ("alice", "2026-11-24T11:00:00+00:00"), ("bob", None)]
+
+    command.downgrade(config, "0013")
+    with engine.connect() as connection:
+        columns = connection.execute(
+            text("SELECT column_name FROM information_schema.columns WHERE table_name = 'accounts'")
+        ).scalars()
+        assert "last_entry_at" not in set(columns)
+    command.upgrade(config, "head")

@@ -218,7 +218,12 @@ class FakeLedger(_Port):
             account = store.accounts.get(account_id)
             if account is None or account.is_external:
                 continue
-            account = replace(account, posted=account.posted + posted, held=account.held + held)
+            account = replace(
+                account,
+                posted=account.posted + posted,
+                held=account.held + held,
+                last_entry_at=created_at,
+            )
             store.accounts[account_id] = account
             after[account_id] = (account.posted, account.held)
         store.entries += entries

@@ -3,10 +3,11 @@ and what it hands the write (entries with running figures, net moves, holds, com
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from billing.batch import BatchApplier, Entry
+from billing.batch import BatchApplier, Entry, ledger_time
 from billing.domain import (
     AccountState,
     ErrorCode,
@@ -106,12 +107,38 @@ def test_balance_moves_are_the_net_change_of_each_client_account_the_batch_chang
     assert batch.expected_balances({"alice", "bob"}) == {"alice": (80, 0), "bob": (30, 20)}
 
 
-def test_an_operation_that_comes_back_to_the_start_moves_nothing() -> None:
+def test_an_operation_that_comes_back_to_the_start_moves_nothing_but_is_written() -> None:
     batch = applier(usd("alice", 100))
     batch.apply(pending("c1", "credit", account_id="alice", amount=10), 1)
     batch.apply(pending("d1", "debit", account_id="alice", amount=10), 2)
-    assert batch.balance_moves() == {}
+    # Alice's row is written all the same: it records the time of her newest entry.
+    assert batch.balance_moves() == {"alice": (0, 0)}
     assert len(batch.entries) == 4
+
+
+def test_a_batch_that_touches_no_client_balance_writes_no_account() -> None:
+    batch = applier(usd("alice", 100))
+    batch.apply(pending("d1", "debit", account_id="alice", amount=500), 1)
+    assert batch.balance_moves() == {}
+    assert batch.entries == []
+
+
+def test_the_ledger_time_is_the_clock_unless_an_account_held_has_a_later_entry() -> None:
+    later = NOW + timedelta(milliseconds=40)
+    ahead = replace(usd("alice", 100), last_entry_at=later)
+    behind = replace(usd("bob"), last_entry_at=NOW - timedelta(days=1))
+    # A worker whose clock is 40 ms behind the one that wrote alice's last entry.
+    batch = applier(ahead, behind)
+    assert ledger_time(NOW, [ahead, behind]) == later == batch.now
+    record = batch.apply(
+        pending(
+            "t1", "transfer", source_account_id="alice", destination_account_id="bob", amount=5
+        ),
+        1,
+    )
+    assert record.completed_at == later
+    assert ledger_time(NOW, [behind, usd("carol")]) == NOW
+    assert ledger_time(NOW, []) == NOW
 
 
 def test_a_hold_created_in_the_batch_is_new_even_once_captured_there() -> None:
