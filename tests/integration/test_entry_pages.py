@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from billing.adapters import views
+from tests.support.plans import plan_nodes
 
 ALICE_ENTRIES = 2_000
 # Alice and bob are two of a hundred accounts writing in turn.
@@ -75,12 +76,6 @@ def test_every_page_from_any_position_lists_the_accounts_entries_newest_first(
     for cursor in (alice[500], bob[1_000], bob[-1], 0, 1, 10**18):
         assert every_page(engine, "alice", 100, cursor) == entry_ids(engine, "alice", cursor)
     assert every_page(engine, "nobody", 100) == []
-
-
-def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield node
-    for child in node.get("Plans", []):
-        yield from plan_nodes(child)
 
 
 def test_a_page_reads_a_page_of_the_accounts_index_and_sorts_nothing(

@@ -14,6 +14,7 @@ from billing.adapters import reads
 from billing.adapters.ledger_db import SqlUnitOfWork
 from billing.adapters.reads import OperationFilter
 from billing.domain import Operation, OperationType
+from tests.support.plans import plan_nodes
 
 FILTERS = [
     OperationFilter(),
@@ -145,12 +146,6 @@ def ledger_with_a_backlog(workerless_engine: Any) -> Iterator[Any]:
             )
         )  # fmt: skip
     yield engine
-
-
-def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield node
-    for child in node.get("Plans", []):
-        yield from plan_nodes(child)
 
 
 @pytest.mark.parametrize("found", FILTERS)

@@ -17,6 +17,7 @@ from billing.adapters.prepared import prepared
 from billing.domain import NewAccount, Operation, OperationType, Status
 from billing.ports import TransientError
 from tests.support import stack
+from tests.support.plans import plan_nodes
 
 # Every statement a lone operation runs prepared, from its acceptance to its event.
 PREPARED_ON_THE_PATH = {
@@ -173,12 +174,6 @@ def test_a_connection_whose_statements_are_gone_is_replaced_and_the_retry_applie
             text("SELECT posted FROM accounts WHERE account_id = 'bob'")
         ).scalar()
     assert posted == 10
-
-
-def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield node
-    for child in node.get("Plans", []):
-        yield from plan_nodes(child)
 
 
 def test_the_plans_made_once_look_rows_up_by_key_on_a_big_ledger(one_connection: Any) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import event as sqlalchemy_event
@@ -12,6 +11,7 @@ from billing import service
 from billing.adapters import ledger_db
 from billing.adapters.ledger_db import SqlUnitOfWork
 from billing.domain import Operation, OperationType
+from tests.support.plans import plan_nodes
 
 
 def credits(prefix: str, count: int) -> list[Operation]:
@@ -19,12 +19,6 @@ def credits(prefix: str, count: int) -> list[Operation]:
         Operation(f"{prefix}{i}", OperationType.credit, {"account_id": "alice", "amount": 1})
         for i in range(count)
     ]
-
-
-def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield node
-    for child in node.get("Plans", []):
-        yield from plan_nodes(child)
 
 
 def test_completing_a_batch_never_compares_every_pending_operation_with_every_one_of_it(
