@@ -17,6 +17,13 @@ Existing accounts get the time of their newest entry here: one pass over
 `entries` (docs/performance.md has how long it took). External
 counter-accounts are never locked nor updated; their column stays NULL.
 
+Stop the workers of the earlier code before this runs. One still running
+afterwards writes entries without moving the column: nothing breaks, but
+those accounts keep no guard against a clock behind until their next entry
+from the new code, and `billing audit` reports them ("each client account
+records the time of its newest entry"); the update below, run again by
+hand, brings them up to date.
+
 Revision ID: 0014
 Revises: 0013
 Create Date: 2026-12-06
