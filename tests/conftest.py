@@ -89,13 +89,39 @@ def new_id() -> Any:
     return make
 
 
+# Test files whose tests run a stack of their own on throwaway RabbitMQ nodes and
+# spend most of their time waiting for those nodes to start, stop and fail
+# over. `make test` runs them in a pytest-xdist process of their own, beside
+# the rest (which share the session's stack), so those waits overlap the
+# other tests instead of adding to them.
+OWN_STACK_FILES = frozenset({"test_cluster.py", "test_up.py"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        lane = "own-stacks" if item.path.name in OWN_STACK_FILES else "session-stack"
+        item.add_marker(pytest.mark.xdist_group(lane))
+
+
 _METRICS: dict[str, str] = {}
 
 
-@pytest.fixture(scope="session")
-def metrics() -> dict[str, str]:
-    """Figures a test measured, printed at the end of the run (throughput and the like)."""
-    return _METRICS
+@pytest.fixture
+def metrics(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """Figures a test measured, printed at the end of the run (throughput and the like).
+
+    They travel with the test's report, so the run prints them whichever
+    pytest-xdist process ran the test.
+    """
+    measured: dict[str, str] = {}
+    yield measured
+    request.node.user_properties.extend(("measured", item) for item in measured.items())
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":
+        _METRICS.update(value for name, value in report.user_properties if name == "measured")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

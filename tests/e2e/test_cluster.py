@@ -44,7 +44,7 @@ from tests.support.cluster import RabbitCluster
 
 # At least this many operations: the load goes on until the last fault is
 # over and every node runs again, however long the faults take.
-OPERATIONS = 2_000
+OPERATIONS = 1_500
 ACCOUNTS = 30
 BATCH_SIZE = 25
 # Shares of the operations: one by one over HTTP, in HTTP batches, over the intake.
@@ -56,9 +56,9 @@ OPERATIONS_PER_S = 45
 SENDERS = 6
 ENTRIES_BY_TYPE = {"credit": 2, "debit": 2, "transfer": 2, "hold": 1, "capture": 3, "release": 1}
 # A fault is over once this many operations accepted since it began are
-# applied (about 5 s of the load): the API, the workers and the intake have
+# applied (over 3 s of the load): the API, the workers and the intake have
 # failed over and work without the node. A fixed time would only hope so.
-APPLIED_DURING_FAULT = 225
+APPLIED_DURING_FAULT = 150
 FAULT_WAIT_S = 120
 
 

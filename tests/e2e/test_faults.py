@@ -30,7 +30,7 @@ from billing.config import Settings
 from tests.support import stack
 from tests.support.throwaway import ThrowawayPostgres, ThrowawayRabbit
 
-OPERATIONS = 5_000
+OPERATIONS = 2_500
 ACCOUNTS = 40
 AMQP_SHARE = 0.2
 REPEAT_SHARE = 0.1

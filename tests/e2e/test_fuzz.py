@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.support.stack import Client
 
-EXAMPLES_PER_OPERATION = 60
+EXAMPLES_PER_OPERATION = 35
 # gunicorn itself refuses an over-long request line or header before the app
 # sees it, with its own plain-text page; that is the HTTP server's limit, not
 # an answer of the API, so it is not checked against the document.

@@ -39,7 +39,7 @@ from tests.support import stack
 from tests.support.garbage import INTAKE, TASKS, Garbage, Generator, Targets
 from tests.support.garbage_broker import GarbageBroker, WorkerWatch, digest
 
-MESSAGES = 5_000
+MESSAGES = 3_000
 SEED = int(os.environ.get("BILLING_GARBAGE_SEED") or random.SystemRandom().randrange(2**32))
 # Bounds on the waits (not assertions on speed): how long the workers may take
 # to work through the garbage, and the honest operations after it.
