@@ -215,6 +215,9 @@ enqueue_retries_max = 2
 enqueue_retry_interval_first_s = 0.1
 enqueue_retry_interval_step_s = 0.5
 enqueue_retry_interval_max_s = 1.0
+# A ledger task's arguments as Flower and the worker's log show them
+# (`argsrepr`), cut as Celery cuts them: the ids are in the body already.
+task_argsrepr_chars_max = 1_024
 # A request waits this long at most for the group its operation joined to be
 # recorded and enqueued (behind a call that hangs) before it counts as failed.
 enqueue_wait_max_s = 10.0

@@ -19,7 +19,7 @@ from celery.signals import (
 
 from billing import logs
 from billing.adapters import metrics
-from billing.adapters.celery_client import make_celery_app
+from billing.adapters.celery_client import TaskQueue, make_celery_app
 from billing.adapters.events import EventPublisher, Topology
 from tasks import context
 
@@ -29,6 +29,15 @@ app = make_celery_app("billing")
 app.conf.include = ["tasks.ledger", "tasks.periodic", "tasks.intake"]
 
 _publisher: EventPublisher | None = None
+_ledger_tasks: TaskQueue | None = None
+
+
+def ledger_tasks() -> TaskQueue:
+    """The process's sender of ledger tasks (the recovery sweep's), with confirms."""
+    global _ledger_tasks
+    if _ledger_tasks is None:
+        _ledger_tasks = TaskQueue(app)
+    return _ledger_tasks
 
 
 def event_publisher() -> EventPublisher:
@@ -42,11 +51,12 @@ def event_publisher() -> EventPublisher:
 
 @worker_process_init.connect
 def _after_fork(**_: Any) -> None:
-    global _publisher
+    global _publisher, _ledger_tasks
     # A forked pool child must never reuse the parent's database or broker
     # connections: two processes on one socket interleave their protocol and corrupt both.
     context.reset()
     _publisher = None
+    _ledger_tasks = None
     # What a started worker holds (Celery, kombu, SQLAlchemy, the app) lives as
     # long as the process. Frozen, it is no longer walked by every full
     # collection, which a ledger batch of 500 operations set off about once.

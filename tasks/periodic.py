@@ -6,9 +6,8 @@ import logging
 
 from billing import limits, service
 from billing.adapters import event_feed, metrics
-from billing.adapters.celery_client import TaskQueue
 from billing.ports import LockBusy, TransientError
-from tasks.celery_app import app, event_publisher
+from tasks.celery_app import app, event_publisher, ledger_tasks
 from tasks.context import services
 
 log = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ def resend_pending() -> int:
     try:
         operation_ids, given_up = service.resend_stuck_operations(
             services().uow(),
-            TaskQueue(app).enqueue_operations,
+            ledger_tasks().enqueue_operations,
             older_than_s=limits.pending_resend_after_s,
             limit=limits.sweep_batch_size_max,
         )
