@@ -53,7 +53,11 @@ task_reject_on_worker_lost = True
 # A task that raises an unexpected error is a bug: reject it so the queue's
 # dead-letter exchange parks it for inspection instead of acking it away.
 # (The operation stays pending and the recovery sweep enqueues it again.)
-task_acks_on_failure_or_timeout = False
+# One that runs past its hard time limit is given back to the queue, whose
+# delivery limit dead-letters it if it keeps doing so. (Celery 5.7's two
+# settings; the one they replace is deprecated.)
+task_acks_on_failure = False
+task_acks_on_timeout = False
 # When the broker connection drops, the broker redelivers unacknowledged
 # messages to other workers; cancel our copies so a task never runs twice
 # in parallel with itself (the ledger's locks would make it harmless, but it
