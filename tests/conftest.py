@@ -95,12 +95,15 @@ def new_id() -> Any:
 # process of their own, beside the rest (which share the session's stack), so
 # those waits overlap the other tests instead of adding to them. Not
 # test_cluster.py: beside the other lane its partition healed slowly or not
-# at all (2026-12-07, a 2-core machine), and it runs in the main lane.
+# at all (2026-12-07, a 2-core machine). It runs last in the main lane, by
+# when the other lane has long finished.
 OWN_STACK_FILES = frozenset({"test_up.py", "test_process_secrets.py", "test_hostile_x_death.py"})
+LAST_FILES = frozenset({"test_cluster.py"})
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name in LAST_FILES)
     for item in items:
         lane = "own-stacks" if item.path.name in OWN_STACK_FILES else "session-stack"
         item.add_marker(pytest.mark.xdist_group(lane))
