@@ -97,7 +97,9 @@ def new_id() -> Any:
 # test_cluster.py: beside the other lane its partition healed slowly or not
 # at all (2026-12-07, a 2-core machine). It runs last in the main lane, by
 # when the other lane has long finished.
-OWN_STACK_FILES = frozenset({"test_up.py", "test_process_secrets.py", "test_hostile_x_death.py"})
+OWN_STACK_FILES = frozenset(
+    {"test_up.py", "test_readme.py", "test_process_secrets.py", "test_hostile_x_death.py"}
+)
 LAST_FILES = frozenset({"test_cluster.py"})
 
 

@@ -7,12 +7,8 @@ after `billing up` said it is waiting for it.
 
 from __future__ import annotations
 
-import os
-import queue
 import signal
 import subprocess
-import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,22 +20,7 @@ from billing.config import Settings
 from billing_client import Client
 from tests.support import stack
 from tests.support.throwaway import ThrowawayRabbit
-
-BILLING = [sys.executable, "-m", "billing.cli"]
-
-
-def up_environment(database_url: str, broker_url: str, tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("BILLING_API_TOKENS", "BILLING_FLOWER_AUTH"):
-        env.pop(name, None)
-    env.update(
-        BILLING_DATABASE_URL=database_url,
-        BILLING_BROKER_URL=broker_url,
-        BILLING_AMQP_PREFIX=f"up{uuid.uuid4().hex[:8]}",
-        BILLING_METRICS_DIR=str(tmp_path / "metrics"),
-        PYTHONUNBUFFERED="1",
-    )
-    return env
+from tests.support.up import BILLING, Output, up_environment
 
 
 def test_billing_up_without_postgresql_and_rabbitmq_says_what_is_missing_and_how_to_get_it(
@@ -75,35 +56,6 @@ def test_billing_up_without_postgresql_and_rabbitmq_says_what_is_missing_and_how
     assert "export BILLING_DATABASE_URL=" in output
     assert "export BILLING_BROKER_URL=" in output
     assert "started" not in output, "nothing may start before the preflight passes"
-
-
-class Output:
-    """The lines a running `billing up` prints, read by a thread as they come."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str] = queue.Queue()
-        assert process.stdout is not None
-        self._stdout = process.stdout
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self._stdout:
-            self._queue.put(line)
-
-    def wait_for(self, text: str, timeout_s: float) -> int:
-        """The index of the first line that contains `text`, waiting up to `timeout_s`."""
-        for index, line in enumerate(self.lines):
-            if text in line:
-                return index
-        while True:
-            try:
-                line = self._queue.get(timeout=timeout_s)
-            except queue.Empty:
-                raise AssertionError(f"no {text!r} in:\n{''.join(self.lines)}") from None
-            self.lines.append(line)
-            if text in line:
-                return len(self.lines) - 1
 
 
 @pytest.fixture
