@@ -365,6 +365,39 @@ def _replay(rows: list[Any]) -> tuple[dict[str, int], dict[str, int]]:
     return posted, held
 
 
+def _history(settings: Settings, account: str, succeeded: list[Any]) -> str:
+    """What a balance that the replay does not reach was made of: the account's entries in
+    their order, and each succeeded operation on its holds with its place in the ledger."""
+    engine = stack.engine_for(settings)
+    with engine.connect() as connection:
+        entries = connection.execute(
+            text(
+                "SELECT e.entry_id, e.operation_id, e.bucket, e.amount, o.ledger_seq "
+                "FROM entries e JOIN operations o USING (operation_id) "
+                "WHERE e.account_id = :a ORDER BY e.entry_id"
+            ),
+            {"a": account},
+        ).all()
+    engine.dispose()
+    holds = {
+        row.operation_id
+        for row in succeeded
+        if row.type == "hold"
+        and account in (row.request["account_id"], row.request.get("destination_account_id"))
+    }
+    on_holds = [
+        f"{row.ledger_seq} {row.operation_id} {row.type} {row.request}"
+        for row in succeeded
+        if row.request.get("hold_id") in holds or row.operation_id in holds
+    ]
+    return "\n".join(
+        [f"{account}: entries (id, operation, bucket, amount, ledger_seq):"]
+        + [" ".join(map(str, entry)) for entry in entries]
+        + ["operations on holds, in the ledger's order:"]
+        + on_holds
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_operations_survive_a_killed_a_stopped_and_a_partitioned_broker_node(
@@ -430,19 +463,22 @@ def test_operations_survive_a_killed_a_stopped_and_a_partitioned_broker_node(
 
     ids = [body["operation_id"] for body in opening] + load.ids
 
-    def pending() -> int:
+    def unfinished() -> int:
+        """Operations not yet terminal, counting those not recorded yet: an intake message
+        is recorded by a worker some time after its publish was confirmed. (Counting only
+        the pending rows, a last operation still on its way was read as pending with the
+        others, then applied before the balances were read: 16 more held than the replay.)"""
         with engine.connect() as connection:
-            return int(
-                connection.execute(
-                    text(
-                        "SELECT count(*) FROM operations "
-                        "WHERE operation_id = ANY(:ids) AND status = 'pending'"
-                    ),
-                    {"ids": ids},
-                ).scalar_one()
-            )
+            terminal = connection.execute(
+                text(
+                    "SELECT count(*) FROM operations "
+                    "WHERE operation_id = ANY(:ids) AND status <> 'pending'"
+                ),
+                {"ids": ids},
+            ).scalar_one()
+        return len(ids) - int(terminal)
 
-    stack.wait_until(lambda: pending() == 0, 300, "every operation to be terminal", 0.25)
+    stack.wait_until(lambda: unfinished() == 0, 300, "every operation to be terminal", 0.25)
     elapsed_s = time.monotonic() - started
     with engine.connect() as connection:
         rows = connection.execute(
@@ -482,10 +518,7 @@ def test_operations_survive_a_killed_a_stopped_and_a_partitioned_broker_node(
     for row in rows:
         expected = ENTRIES_BY_TYPE[row.type] if row.status == "succeeded" else 0
         assert row.entries == expected, f"{row.operation_id} has {row.entries} entries"
-    posted, held = _replay([row for row in rows if row.status == "succeeded"])
-    for account in accounts:
-        assert balances[account] == (posted[account], held[account]), account
-
+    # The ledger agrees with itself first; then with the operations replayed in its order.
     audit = subprocess.run(
         [sys.executable, "-m", "billing.cli", "audit"],
         env=stack.environment(settings),
@@ -493,6 +526,12 @@ def test_operations_survive_a_killed_a_stopped_and_a_partitioned_broker_node(
         text=True,
     )
     assert audit.returncode == 0, audit.stderr
+    succeeded = [row for row in rows if row.status == "succeeded"]
+    posted, held = _replay(succeeded)
+    for account in accounts:
+        assert balances[account] == (posted[account], held[account]), _history(
+            settings, account, succeeded
+        )
 
     seen = stack.EventLog(settings).wait_for(ids, timeout_s=180)
     assert set(ids) <= set(seen)
