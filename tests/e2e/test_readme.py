@@ -11,7 +11,6 @@ quotes the answer (`# "reversed":200`) must be in what the commands printed.
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 
 from billing.config import Settings
 from tests.support import stack
-from tests.support.up import BILLING, Output, up_environment
+from tests.support.up import start_up, stop_up, up_environment
 
 README = stack.ROOT / "README.md"
 FIRST_SESSION = ("## A first session with curl", "## Submitting over AMQP")
@@ -54,34 +53,13 @@ def billing_up(tmp_path: Path) -> Iterator[tuple[int, str]]:
     env = up_environment(base.database_url, base.broker_url, tmp_path)
     api_port, flower_port = stack.free_port(), stack.free_port()
     logs = tmp_path / "logs"
-    process = subprocess.Popen(
-        [
-            *BILLING,
-            "up",
-            "--port",
-            str(api_port),
-            "--flower-port",
-            str(flower_port),
-            "--log-dir",
-            str(logs),
-        ],
-        env=env,
-        cwd=stack.ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-    output = Output(process)
+    args = ["--port", str(api_port), "--flower-port", str(flower_port), "--log-dir", str(logs)]
+    process, output = start_up(args, env)
     try:
         output.wait_for("billing is up", 180)
         yield api_port, output.lines[output.wait_for("token:", 5)].split()[-1]
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_up(process)
         settings = Settings(
             database_url=base.database_url,
             broker_url=base.broker_url,

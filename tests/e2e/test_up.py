@@ -7,7 +7,6 @@ after `billing up` said it is waiting for it.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from billing.config import Settings
 from billing_client import Client
 from tests.support import stack
 from tests.support.throwaway import ThrowawayRabbit
-from tests.support.up import BILLING, Output, up_environment
+from tests.support.up import BILLING, start_up, stop_up, up_environment
 
 
 def test_billing_up_without_postgresql_and_rabbitmq_says_what_is_missing_and_how_to_get_it(
@@ -71,28 +70,9 @@ def test_billing_up_waits_for_a_late_broker_and_prints_the_banner_only_when_it_a
     database_url = stack.make_settings().database_url
     env = up_environment(database_url, late_rabbit.url, tmp_path)
     api_port, flower_port = stack.free_port(), stack.free_port()
-    command = [
-        *BILLING,
-        "up",
-        "--port",
-        str(api_port),
-        "--flower-port",
-        str(flower_port),
-        "--log-dir",
-        str(tmp_path / "logs"),
-        "--wait-for-services",
-        "240",
-    ]
-    process = subprocess.Popen(
-        command,
-        env=env,
-        cwd=stack.ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-    output = Output(process)
+    args = ["--port", str(api_port), "--flower-port", str(flower_port)]
+    args += ["--log-dir", str(tmp_path / "logs"), "--wait-for-services", "240"]
+    process, output = start_up(args, env)
     try:
         waiting = output.wait_for("for RabbitMQ at amqp://guest:**@127.0.0.1", 60)
         late_rabbit.start()
@@ -112,11 +92,7 @@ def test_billing_up_waits_for_a_late_broker_and_prints_the_banner_only_when_it_a
             credit = client.credit("alice", 500)
             assert client.wait(credit.operation_id, 60).succeeded
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_up(process)
         stack.drop_database(Settings(database_url=database_url))
     assert process.returncode == 0, "".join(output.lines)
     assert (tmp_path / "logs" / "worker.log").read_text(errors="replace").strip()

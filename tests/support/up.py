@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
 import uuid
 from pathlib import Path
+
+from tests.support import stack
 
 BILLING = [sys.executable, "-m", "billing.cli"]
 
@@ -55,3 +58,26 @@ class Output:
             self.lines.append(line)
             if text in line:
                 return len(self.lines) - 1
+
+
+def start_up(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], Output]:
+    """`billing up` with these arguments, from the project's root, its output read as it comes."""
+    process = subprocess.Popen(
+        [*BILLING, "up", *args],
+        env=env,
+        cwd=stack.ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    return process, Output(process)
+
+
+def stop_up(process: subprocess.Popen[str]) -> None:
+    """Ctrl-C, as its user stops it; killed if it has not stopped within a minute."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
