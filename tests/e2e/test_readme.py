@@ -4,16 +4,19 @@ A newcomer copies the `curl` blocks of the README, from "A first session
 with curl" to "Reading the ledger", one after another into a terminal while
 `make up` runs. Here they run in bash, unchanged but for the token `billing
 up` printed and its port, against a `billing up` with a database and AMQP
-prefix of its own. No command may get an HTTP error, and every comment that
-quotes the answer (`# "reversed":200`) must be in what the commands printed.
+prefix of its own. No command may get an HTTP error, every comment that
+quotes the answer (`# "reversed":200`) must be in what the commands printed,
+and every whole answer the README shows must have come, its times aside.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,11 +42,35 @@ def quoted_answers(script: str) -> list[str]:
     return [m.group(1) for line in script.splitlines() if (m := QUOTED_ANSWER.search(line))]
 
 
+def shown_answers() -> list[dict[str, Any]]:
+    """The whole answers the README's first session shows (its `json` blocks)."""
+    text = README.read_text()
+    start, end = (text.index(heading) for heading in FIRST_SESSION)
+    return [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text[start:end], re.S)]
+
+
+def printed_answers(printed: str) -> list[Any]:
+    """The JSON values the session printed, one after another (curl adds no newline)."""
+    decoder, values, at = json.JSONDecoder(), [], 0
+    while at < len(printed):
+        if printed[at].isspace():
+            at += 1
+            continue
+        value, at = decoder.raw_decode(printed, at)
+        values.append(value)
+    return values
+
+
+def without_times(answer: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in answer.items() if not (k.endswith("_at") and v is not None)}
+
+
 def test_the_readme_session_sets_the_token_and_address_and_quotes_answers() -> None:
     script = first_session_script()
     assert TOKEN_LINE.search(script), "the session must start by setting TOKEN"
     assert API_LINE in script
     assert quoted_answers(script), "the session quotes no answer: nothing would be checked"
+    assert shown_answers(), "the session shows no answer: nothing would be checked"
 
 
 @pytest.fixture
@@ -88,3 +115,9 @@ def test_the_readme_first_session_answers_as_the_readme_says(
     assert '{"error":{' not in printed, printed
     for answer in quoted_answers(script):
         assert answer in printed, f"the README quotes {answer!r}, the service printed:\n{printed}"
+    # Every whole answer it shows came, but for the times (a run of its own has others).
+    answers = [without_times(a) for a in printed_answers(printed) if isinstance(a, dict)]
+    for shown in shown_answers():
+        assert without_times(shown) in answers, (
+            f"the README shows {shown}, the service printed:\n{printed}"
+        )
