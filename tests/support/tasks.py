@@ -20,8 +20,16 @@ def send_task(settings: Settings, name: str, args: list[Any]) -> str:
     )
     try:
         with app.producer_or_acquire() as producer:
+            # Nothing declared: the run's exchange exists, and Celery would
+            # otherwise declare its default queue, `celery`, unprefixed on the
+            # shared broker, where it stayed after every run.
             result = app.send_task(
-                name, args=args, exchange=exchange, routing_key=routing_key, producer=producer
+                name,
+                args=args,
+                exchange=exchange,
+                routing_key=routing_key,
+                producer=producer,
+                declare=[],
             )
         return str(result.id)
     finally:
