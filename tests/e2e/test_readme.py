@@ -32,10 +32,15 @@ API_LINE = "API=http://127.0.0.1:8000"
 QUOTED_ANSWER = re.compile(r"#\s+(?:\.\.\.)?(\"[^#]*?)(?:\.\.\.)?\s*$")
 
 
-def first_session_script() -> str:
+def first_session() -> str:
+    """The README's text from "A first session with curl" to "Submitting over AMQP"."""
     text = README.read_text()
     start, end = (text.index(heading) for heading in FIRST_SESSION)
-    return "\n".join(re.findall(r"```sh\n(.*?)```", text[start:end], re.DOTALL))
+    return text[start:end]
+
+
+def first_session_script() -> str:
+    return "\n".join(re.findall(r"```sh\n(.*?)```", first_session(), re.DOTALL))
 
 
 def quoted_answers(script: str) -> list[str]:
@@ -44,9 +49,7 @@ def quoted_answers(script: str) -> list[str]:
 
 def shown_answers() -> list[dict[str, Any]]:
     """The whole answers the README's first session shows (its `json` blocks)."""
-    text = README.read_text()
-    start, end = (text.index(heading) for heading in FIRST_SESSION)
-    return [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text[start:end], re.S)]
+    return [json.loads(block) for block in re.findall(r"```json\n(.*?)```", first_session(), re.S)]
 
 
 def printed_answers(printed: str) -> list[Any]:
