@@ -69,14 +69,22 @@ def not_reversible(target: ReversalTarget | None, reverses: str) -> Failure | No
     """operation_not_reversible unless the operation is a succeeded credit, debit, transfer
     or capture."""
     if target is None:
-        reason = "does not exist"
+        message = f"operation {reverses} does not exist"
     elif target.type not in REVERSIBLE_TYPES:
-        reason = f"is a {target.type.value}: only credits, debits, transfers and captures are"
+        kind = target.type.value
+        article = "an" if kind[0] in "aeiou" else "a"
+        message = (
+            f"operation {reverses} is {article} {kind}: "
+            "only credits, debits, transfers and captures are reversible"
+        )
     elif target.status is not Status.succeeded:
-        reason = f"is {target.status.value}: only a succeeded operation is"
+        message = (
+            f"operation {reverses} is {target.status.value}: "
+            "only a succeeded operation is reversible"
+        )
     else:
         return None
-    return Failure(ErrorCode.operation_not_reversible, f"operation {reverses} {reason} reversible")
+    return Failure(ErrorCode.operation_not_reversible, message)
 
 
 def reverse(

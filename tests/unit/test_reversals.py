@@ -115,28 +115,48 @@ def test_a_reversal_of_an_operation_reversed_in_full_fails_with_amount_exceeds_r
         assert failure.code is ErrorCode.amount_exceeds_reversible
 
 
+_ONLY_THESE = "only credits, debits, transfers and captures are reversible"
+_ONLY_SUCCEEDED = "only a succeeded operation is reversible"
+
+
 @pytest.mark.parametrize(
-    ("target", "reason"),
+    ("target", "message"),
     [
-        (None, "does not exist"),
-        (ReversalTarget("t", OperationType.credit, Status.pending), "is pending"),
-        (ReversalTarget("t", OperationType.transfer, Status.failed), "is failed"),
-        (ReversalTarget("t", OperationType.hold, Status.succeeded), "is a hold"),
-        (ReversalTarget("t", OperationType.release, Status.succeeded), "is a release"),
-        (ReversalTarget("t", OperationType.expiry, Status.succeeded), "is a expiry"),
+        (None, "operation t does not exist"),
+        (
+            ReversalTarget("t", OperationType.credit, Status.pending),
+            f"operation t is pending: {_ONLY_SUCCEEDED}",
+        ),
+        (
+            ReversalTarget("t", OperationType.transfer, Status.failed),
+            f"operation t is failed: {_ONLY_SUCCEEDED}",
+        ),
+        (
+            ReversalTarget("t", OperationType.hold, Status.succeeded),
+            f"operation t is a hold: {_ONLY_THESE}",
+        ),
+        (
+            ReversalTarget("t", OperationType.release, Status.succeeded),
+            f"operation t is a release: {_ONLY_THESE}",
+        ),
+        (
+            ReversalTarget("t", OperationType.expiry, Status.succeeded),
+            f"operation t is an expiry: {_ONLY_THESE}",
+        ),
         (
             ReversalTarget("t", OperationType.reversal, Status.succeeded, CREDIT.postings),
-            "is a reversal",
+            f"operation t is a reversal: {_ONLY_THESE}",
         ),
     ],
 )
 def test_only_a_succeeded_credit_debit_transfer_or_capture_is_reversible(
-    target: ReversalTarget | None, reason: str
+    target: ReversalTarget | None, message: str
 ) -> None:
+    """The whole message, which reads as one sentence."""
     failure = reverse(target, accounts(account("alice", 1_000), account("bob", 1_000)))
     assert isinstance(failure, Failure)
     assert failure.code is ErrorCode.operation_not_reversible
-    assert reason in failure.message
+    assert failure.message == message
 
 
 def test_the_reversible_types_are_the_four_that_move_posted_money_from_a_request() -> None:
