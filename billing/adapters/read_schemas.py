@@ -13,7 +13,12 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
 from billing import gate, limits, pages
-from billing.adapters.schemas import AccountSchema, OperationSchema, PageQuerySchema, StrictSchema
+from billing.adapters.schemas import (
+    AccountSchema,
+    OperationSchema,
+    PageQuerySchema,
+    QueryStringSchema,
+)
 from billing.currencies import ISO_4217_CODES
 from billing.domain import OperationType, Status
 
@@ -51,7 +56,7 @@ def _page_size() -> fields.Integer:
     )
 
 
-class OperationQuerySchema(StrictSchema):
+class OperationQuerySchema(QueryStringSchema):
     account_id = fields.String(
         load_default=None,
         validate=validate.Regexp(limits.identifier_pattern, error=gate.IDENTIFIER_MESSAGE),
@@ -100,7 +105,7 @@ class AccountQuerySchema(PageQuerySchema):
     )
 
 
-class BalancesQuerySchema(StrictSchema):
+class BalancesQuerySchema(QueryStringSchema):
     at = Moment(
         required=True,
         metadata={

@@ -256,3 +256,27 @@ def test_the_openapi_document_shows_the_reads_with_their_parameters(client: Clie
         p for p in document["paths"]["/v1/operations"]["get"]["parameters"] if p["name"] == "type"
     )
     assert "transfer" in type_filter["schema"]["enum"]
+
+
+def test_a_query_parameter_given_twice_is_refused(client: Client, new_id: Any) -> None:
+    """Not read as its first value: `type=transfer&type=credit` would list transfers only."""
+    account_id = client.create_account(new_id("alice"))["account_id"]
+    operation_id = client.run("credits", {"operation_id": new_id("c"), "account_id": account_id,
+                                          "amount": 5})["operation_id"]  # fmt: skip
+    moment = "2026-01-01T00:00:00Z"
+    twice = [
+        ("/v1/operations", {"type": ["transfer", "credit"]}, "type"),
+        ("/v1/operations", {"account_id": [account_id, account_id]}, "account_id"),
+        ("/v1/accounts", {"limit": ["1", "2"]}, "limit"),
+        (f"/v1/accounts/{account_id}/entries", {"cursor": ["1", "2"]}, "cursor"),
+        (f"/v1/accounts/{account_id}/holds", {"limit": ["5", "5"]}, "limit"),
+        (f"/v1/accounts/{account_id}/balances", {"at": [moment, moment]}, "at"),
+        (f"/v1/operations/{operation_id}", {"wait": ["0", "1"]}, "wait"),
+        ("/v1/events", {"after": ["0", "0"]}, "after"),
+    ]
+    for path, params, field in twice:
+        response = client.get(path, params=params)
+        assert_error(response, 422, "validation_error", field)
+        assert response.json()["error"]["details"][field] == ["Must be given once."]
+        once = {name: values[0] for name, values in params.items()}
+        assert client.get(path, params=once).status_code == 200, (path, once)
