@@ -4,7 +4,8 @@ webargs parses bodies with the standard library's `json.loads`, which keeps
 the last of two equal keys and recurses as deep as the body goes. Every
 route's Blueprint here parses with `billing.untrusted_json` instead, the
 same parser as the AMQP intake's, and a refused body is a 422
-`validation_error` saying why under `_body`.
+`validation_error` saying why under `_body`; so is a body sent with another
+content type.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from api.errors import validation_error
 from billing import limits, untrusted_json
 
+NOT_JSON_MESSAGE = "The body must be JSON, sent with Content-Type: application/json."
+
 
 def parse_body(data: bytes) -> Any:
     """A request body's JSON value; a refusal becomes the contract's error."""
@@ -36,11 +39,13 @@ class BodyParser(FlaskParser):
     """webargs' Flask parser, with `load_json` (the `json` location) made strict."""
 
     def load_json(self, req: flask.Request, schema: Schema) -> Any:
-        if not is_json_request(req):
-            return core.missing
         data = req.get_data(cache=True)
         if not data:  # as webargs does: no body, so every required field is missing
             return core.missing
+        if not is_json_request(req):
+            # A body of another type (curl's -d without -H sends a form) would
+            # otherwise read as no body at all: every field "missing".
+            raise validation_error({"_body": [NOT_JSON_MESSAGE]})
         return parse_body(data)
 
 
