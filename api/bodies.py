@@ -5,7 +5,9 @@ the last of two equal keys and recurses as deep as the body goes. Every
 route's Blueprint here parses with `billing.untrusted_json` instead, the
 same parser as the AMQP intake's, and a refused body is a 422
 `validation_error` saying why under `_body`; so is a body sent with another
-content type.
+content type. A query string may give each parameter once (a list parameter
+aside): a repeat is a 422 naming it, not read as its first value, which would
+list `type=transfer&type=credit` as transfers only, with no sign of it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from api.errors import validation_error
 from billing import limits, untrusted_json
 
 NOT_JSON_MESSAGE = "The body must be JSON, sent with Content-Type: application/json."
+REPEATED_MESSAGE = "Must be given once."
 
 
 def parse_body(data: bytes) -> Any:
@@ -36,7 +39,19 @@ def parse_body(data: bytes) -> Any:
 
 
 class BodyParser(FlaskParser):
-    """webargs' Flask parser, with `load_json` (the `json` location) made strict."""
+    """webargs' Flask parser, with `load_json` (the `json` location) and `load_querystring`
+    made strict."""
+
+    def load_querystring(self, req: flask.Request, schema: Schema) -> Any:
+        query = super().load_querystring(req, schema)  # a proxy that knows the list fields
+        repeated = {
+            key: [REPEATED_MESSAGE]
+            for key, values in req.args.lists()
+            if len(values) > 1 and key not in query.multiple_keys
+        }
+        if repeated:
+            raise validation_error(repeated)
+        return query
 
     def load_json(self, req: flask.Request, schema: Schema) -> Any:
         data = req.get_data(cache=True)

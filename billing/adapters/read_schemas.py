@@ -13,12 +13,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
 from billing import gate, limits, pages
-from billing.adapters.schemas import (
-    AccountSchema,
-    OperationSchema,
-    PageQuerySchema,
-    QueryStringSchema,
-)
+from billing.adapters.schemas import AccountSchema, OperationSchema, PageQuerySchema, StrictSchema
 from billing.currencies import ISO_4217_CODES
 from billing.domain import OperationType, Status
 
@@ -56,7 +51,7 @@ def _page_size() -> fields.Integer:
     )
 
 
-class OperationQuerySchema(QueryStringSchema):
+class OperationQuerySchema(StrictSchema):
     account_id = fields.String(
         load_default=None,
         validate=validate.Regexp(limits.identifier_pattern, error=gate.IDENTIFIER_MESSAGE),
@@ -105,7 +100,7 @@ class AccountQuerySchema(PageQuerySchema):
     )
 
 
-class BalancesQuerySchema(QueryStringSchema):
+class BalancesQuerySchema(StrictSchema):
     at = Moment(
         required=True,
         metadata={

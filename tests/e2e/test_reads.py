@@ -8,6 +8,7 @@ from typing import Any
 
 import requests
 
+from api import bodies
 from tests.support.contract import assert_error
 from tests.support.stack import Client
 
@@ -277,6 +278,6 @@ def test_a_query_parameter_given_twice_is_refused(client: Client, new_id: Any) -
     for path, params, field in twice:
         response = client.get(path, params=params)
         assert_error(response, 422, "validation_error", field)
-        assert response.json()["error"]["details"][field] == ["Must be given once."]
+        assert response.json()["error"]["details"][field] == [bodies.REPEATED_MESSAGE]
         once = {name: values[0] for name, values in params.items()}
         assert client.get(path, params=once).status_code == 200, (path, once)
